@@ -1,0 +1,27 @@
+# `make test` and `make demo` set up .venv on first use, then run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch when there is no CUDA driver; the package itself only asks torch>=2.3.
+TORCH_PIN ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then echo torch; else echo torch==2.13.0; fi)
+DATA_DIR ?= $(if $(RECSTACK_DATA_DIR),$(RECSTACK_DATA_DIR),$(wildcard ../shared/datasets/ml-100k))
+
+.PHONY: venv test demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest
+
+demo: venv
+	RECSTACK_DATA_DIR="$(DATA_DIR)" $(PY) -m recstack.demo
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,122 @@
+"""Candidate sets: embeddings, their integer ids, and id -> position masking.
+
+Shared by :class:`~recstack.metrics.FactorizedTopK` and the indexes. Candidate
+ids may repeat (the TFRS tutorials index the 1682 MovieLens movies by title,
+and some titles occur twice); masking an id masks every position holding it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from .errors import ShapeError
+
+CandidateEmbeddings = Union[torch.Tensor, Callable[[], torch.Tensor]]
+
+
+@torch.no_grad()
+def embed_in_batches(
+    tower: Callable[[Any], torch.Tensor],
+    inputs: torch.Tensor | Mapping[str, torch.Tensor],
+    batch_size: int = 8192,
+) -> torch.Tensor:
+    """Run ``tower`` over ``inputs`` in batches, in eval mode and without gradients.
+
+    Args:
+        tower: a module (or callable) mapping a batch of inputs to [b, d] embeddings.
+        inputs: a tensor [n, ...] or a mapping of equal-length tensors.
+        batch_size: rows per forward pass.
+
+    Returns:
+        [n, d] embeddings. The tower's training mode is restored afterwards.
+    """
+    was_training = isinstance(tower, nn.Module) and tower.training
+    if isinstance(tower, nn.Module):
+        tower.eval()
+    try:
+        n = inputs.shape[0] if isinstance(inputs, torch.Tensor) else next(iter(inputs.values())).shape[0]
+        parts = []
+        for start in range(0, n, batch_size):
+            if isinstance(inputs, torch.Tensor):
+                chunk: Any = inputs[start:start + batch_size]
+            else:
+                chunk = {k: v[start:start + batch_size] for k, v in inputs.items()}
+            parts.append(tower(chunk))
+        return torch.cat(parts) if parts else torch.empty(0)
+    finally:
+        if was_training:
+            tower.train()
+
+
+class TowerCandidates:
+    """Candidate embeddings computed by a tower from fixed inputs, on demand.
+
+    ``TowerCandidates(movie_model, all_title_ids)()`` returns [C, d]. Pass it as
+    ``candidates=`` to FactorizedTopK so embeddings follow the trained tower.
+    """
+
+    def __init__(self, tower: Callable[[Any], torch.Tensor],
+                 inputs: torch.Tensor | Mapping[str, torch.Tensor], batch_size: int = 8192):
+        self.tower = tower
+        self.inputs = inputs
+        self.batch_size = batch_size
+
+    def __call__(self) -> torch.Tensor:
+        return embed_in_batches(self.tower, self.inputs, self.batch_size)
+
+
+class IdPositions:
+    """Maps candidate ids to every position that holds them.
+
+    Args:
+        ids: [C] integer ids of the candidate set (duplicates allowed).
+    """
+
+    def __init__(self, ids: torch.Tensor):
+        if ids.dim() != 1:
+            raise ShapeError(f"candidate ids must be 1-D; got shape {tuple(ids.shape)}.")
+        self.ids = ids.long()
+        self._sorted, self._order = torch.sort(self.ids, stable=True)
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def positions(self, rows: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expand (row, id) pairs into (row, position) pairs, one per matching position.
+
+        Ids absent from the candidate set produce no pair.
+
+        Args:
+            rows: [m] row indices (e.g. query rows of a batch).
+            ids: [m] candidate ids to locate.
+
+        Returns:
+            (rows [p], positions [p]) with ``self.ids[positions] == ids of that row``.
+        """
+        ids = ids.long()
+        lo = torch.searchsorted(self._sorted, ids, right=False)
+        hi = torch.searchsorted(self._sorted, ids, right=True)
+        counts = hi - lo
+        total = int(counts.sum())
+        if total == 0:
+            empty = torch.empty(0, dtype=torch.long)
+            return empty, empty
+        rows_out = torch.repeat_interleave(rows.long(), counts)
+        starts = torch.repeat_interleave(lo, counts)
+        # Offset of each output within its run: 0, 1, ..., count-1.
+        run_begin = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        offsets = torch.arange(total) - run_begin
+        return rows_out, self._order[starts + offsets]
+
+
+def resolve_embeddings(candidates: CandidateEmbeddings) -> torch.Tensor:
+    """Return [C, d] embeddings from a tensor or a zero-argument callable, detached."""
+    emb = candidates() if callable(candidates) else candidates
+    if not isinstance(emb, torch.Tensor) or emb.dim() != 2:
+        shape = tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
+        raise ShapeError(f"candidate embeddings must be a 2-D tensor [C, d]; got {shape}.")
+    return emb.detach()

@@ -1,0 +1,146 @@
+"""In-memory columnar data: equal-length tensors, batched by slicing.
+
+Training never touches strings or Python rows: raw tables are encoded once by
+the preprocessing layers into tensors, and every batch is a dict of slices (or,
+when shuffled, ``index_select`` gathers) of those tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+Batch = dict[str, torch.Tensor]
+
+
+class Columns(Mapping[str, torch.Tensor]):
+    """A read-only mapping of column name -> tensor, all with the same first dimension.
+
+    Args:
+        columns: name -> array-like. Numpy arrays and lists are converted with
+            ``torch.as_tensor`` (float64 becomes float32, the training dtype).
+
+    Example:
+        >>> data = Columns({"user": torch.tensor([0, 1, 2]), "item": torch.tensor([5, 6, 7])})
+        >>> [b["item"].tolist() for b in data.batches(2)]
+        [[5, 6], [7]]
+    """
+
+    def __init__(self, columns: Mapping[str, Any]):
+        if not columns:
+            raise DataError("Columns needs at least one column; got an empty mapping.")
+        tensors: dict[str, torch.Tensor] = {}
+        for name, values in columns.items():
+            tensors[name] = _to_tensor(name, values)
+        lengths = {name: t.shape[0] for name, t in tensors.items()}
+        if len(set(lengths.values())) != 1:
+            raise DataError(
+                f"All columns must have the same number of rows; got {lengths}. "
+                "Encode every column from the same table."
+            )
+        self._columns = tensors
+        self._length = next(iter(lengths.values()))
+
+    # Mapping protocol -------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        try:
+            return self._columns[name]
+        except KeyError:
+            raise KeyError(
+                f"No column {name!r}; available columns: {sorted(self._columns)}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        """Number of columns (Mapping semantics); use :attr:`num_rows` for rows."""
+        return len(self._columns)
+
+    @property
+    def num_rows(self) -> int:
+        return self._length
+
+    def __repr__(self) -> str:
+        cols = ", ".join(f"{k}: {tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
+                         for k, v in self._columns.items())
+        return f"Columns(num_rows={self._length}, {cols})"
+
+    # Row selection ----------------------------------------------------------
+    def take(self, indices: torch.Tensor | np.ndarray | slice) -> "Columns":
+        """Rows at ``indices`` (a slice gives views; an index tensor gives copies)."""
+        if isinstance(indices, slice):
+            return Columns({k: v[indices] for k, v in self._columns.items()})
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return Columns({k: v.index_select(0, index) for k, v in self._columns.items()})
+
+    def shuffle(self, seed: int) -> "Columns":
+        """All rows in a seeded random order (``torch.randperm``)."""
+        gen = torch.Generator().manual_seed(seed)
+        return self.take(torch.randperm(self._length, generator=gen))
+
+    def select(self, names: list[str]) -> "Columns":
+        """A subset of the columns (no copy)."""
+        return Columns({n: self[n] for n in names})
+
+    def to(self, device: torch.device | str) -> "Columns":
+        return Columns({k: v.to(device) for k, v in self._columns.items()})
+
+    def batches(
+        self,
+        batch_size: int,
+        order: torch.Tensor | None = None,
+        drop_remainder: bool = False,
+    ) -> Iterator[Batch]:
+        """Yield batches as dicts of tensors.
+
+        Args:
+            batch_size: rows per batch; the last batch may be smaller unless
+                ``drop_remainder``.
+            order: optional permutation of row indices (e.g. a shuffle); without
+                it batches are contiguous slices (views, no copy).
+        """
+        if batch_size <= 0:
+            raise DataError(f"batch_size must be positive; got {batch_size}.")
+        stop = self._length - (self._length % batch_size if drop_remainder else 0)
+        for start in range(0, stop, batch_size):
+            end = min(start + batch_size, stop)
+            if order is None:
+                yield {k: v[start:end] for k, v in self._columns.items()}
+            else:
+                index = order[start:end]
+                yield {k: v.index_select(0, index) for k, v in self._columns.items()}
+
+    def num_batches(self, batch_size: int, drop_remainder: bool = False) -> int:
+        if drop_remainder:
+            return self._length // batch_size
+        return -(-self._length // batch_size)
+
+
+def as_columns(data: "Columns | Mapping[str, Any]") -> Columns:
+    """Accept a :class:`Columns` or a plain mapping of arrays."""
+    return data if isinstance(data, Columns) else Columns(data)
+
+
+def _to_tensor(name: str, values: Any) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        tensor = values
+    else:
+        array = np.asarray(values)
+        if array.dtype.kind in "OUS":
+            raise DataError(
+                f"Column {name!r} holds strings ({array.dtype}); encode it first with a "
+                "preprocessing layer (e.g. recstack.features.StringLookup) so that no "
+                "strings reach the training loop."
+            )
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if tensor.dim() == 0:
+        raise DataError(f"Column {name!r} is a scalar; columns need one row per example.")
+    return tensor

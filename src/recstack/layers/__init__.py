@@ -1,0 +1,15 @@
+"""Building blocks: Keras-initialised embeddings and dense layers, retrieval loss transforms."""
+
+from .dense import MLP, Dense, make_activation
+from .embedding import Embedding
+from .retrieval_loss import (
+    hard_negative_mining,
+    remove_accidental_hits,
+    sampling_probability_correction,
+    softmax_retrieval_loss,
+)
+
+__all__ = [
+    "Dense", "Embedding", "MLP", "make_activation", "hard_negative_mining",
+    "remove_accidental_hits", "sampling_probability_correction", "softmax_retrieval_loss",
+]

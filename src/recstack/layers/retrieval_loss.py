@@ -1,0 +1,165 @@
+"""The in-batch softmax retrieval loss, its TFRS logit transforms, and a fused kernel.
+
+With queries q [n, d] and candidates c [m, d] (m >= n; rows n..m-1 are extra
+negatives), row i's positive is candidate i and
+
+    logits_ij = (q_i . c_j) / T - log(clip(P_j, 1e-6, 1))      (temperature, logQ)
+    logits_ij = -inf   if id_j == id_i and j != i              (accidental hits)
+    keep only the positive and the h highest other logits      (hard negatives)
+    loss_i    = logsumexp_j(logits_ij) - logits_ii
+    loss      = sum_i w_i loss_i            (reduction "sum", TFRS default)
+              = sum_i w_i loss_i / n        (reduction "mean", Keras sum_over_batch_size)
+
+TFRS masks accidental hits by adding float32.min / 100; exp() of that is exactly
+0 in float32, so -inf gives identical values. The fused kernel computes the
+loss and its gradient block by block without materialising the n x m logits:
+each block of queries is scored, soft-maxed and back-propagated while it sits
+in cache, which is what makes a batch-8192 step several times faster on CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_LOG_PROB_FLOOR = 1e-6  # TFRS SamplingProbablityCorrection clips probabilities to [1e-6, 1].
+
+
+# --- TFRS transforms on materialised [n, m] logits (reference path) -----------
+
+def sampling_probability_correction(logits: torch.Tensor, candidate_sampling_probability: torch.Tensor) -> torch.Tensor:
+    """logits - log(clip(p, 1e-6, 1)), p broadcast over rows ([m] probabilities)."""
+    return logits - torch.log(torch.clamp(candidate_sampling_probability.to(logits.dtype), _LOG_PROB_FLOOR, 1.0))
+
+
+def remove_accidental_hits(logits: torch.Tensor, candidate_ids: torch.Tensor) -> torch.Tensor:
+    """Mask (to -inf) candidates that share the positive's id, except the positive itself.
+
+    Args:
+        logits: [n, m]; row i's positive is column i.
+        candidate_ids: [m] ids of the candidates.
+    """
+    n, m = logits.shape
+    ids = candidate_ids.reshape(-1)
+    duplicate = ids[:n, None] == ids[None, :]
+    duplicate[torch.arange(n), torch.arange(n)] = False
+    return logits.masked_fill(duplicate, float("-inf"))
+
+
+def hard_negative_mining(logits: torch.Tensor, num_hard_negatives: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep each row's positive and its ``num_hard_negatives`` highest-scoring negatives.
+
+    Returns:
+        (logits [n, h + 1], labels [n, h + 1]) like TFRS's HardNegativeMining.
+    """
+    n, m = logits.shape
+    k = min(num_hard_negatives + 1, m)
+    boosted = logits.clone()
+    boosted[torch.arange(n), torch.arange(n)] = float("inf")
+    index = torch.topk(boosted, k, dim=1).indices
+    labels = torch.zeros(n, m, dtype=logits.dtype)
+    labels[torch.arange(n), torch.arange(n)] = 1.0
+    return logits.gather(1, index), labels.gather(1, index)
+
+
+# --- fused kernel ---------------------------------------------------------------
+
+def _block_rows(num_candidates: int) -> int:
+    """Queries per block so that a [m, block] score tile stays around 2 MB."""
+    return int(min(1024, max(16, (1 << 19) // max(num_candidates, 1))))
+
+
+class _FusedSoftmaxLoss(torch.autograd.Function):
+    """Forward computes loss and gradients; backward only scales them."""
+
+    @staticmethod
+    def forward(ctx, q, c, weight, log_q, ids, temperature, num_hard_negatives, scale, needs_grad):
+        n, m = q.shape[0], c.shape[0]
+        grad_q = torch.empty_like(q) if needs_grad else None
+        grad_c = torch.zeros_like(c) if needs_grad else None
+        losses = q.new_empty(n)
+        block = _block_rows(m)
+        q_t = q.t().contiguous()
+        for s in range(0, n, block):
+            e = min(s + block, n)
+            r = e - s
+            logits = c @ q_t[:, s:e]                      # [m, r], column i <-> query s + i
+            if temperature is not None:
+                logits.div_(temperature)
+            if log_q is not None:
+                logits.sub_(log_q[:, None])
+            diag = logits.diagonal(offset=-s)             # positives at (s + i, i)
+            if ids is not None:
+                hit = ids[:, None] == ids[None, s:e]
+                hit.diagonal(offset=-s).fill_(False)
+                logits.masked_fill_(hit, float("-inf"))
+            if num_hard_negatives is not None and num_hard_negatives + 1 < m:
+                boosted = logits.clone()
+                boosted.diagonal(offset=-s).fill_(float("inf"))
+                top = torch.topk(boosted, num_hard_negatives + 1, dim=0).indices
+                keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(0, top, True)
+                logits.masked_fill_(~keep, float("-inf"))
+            positive = diag.clone()
+            peak = logits.amax(dim=0)
+            logits.sub_(peak).exp_()
+            total = logits.sum(dim=0)
+            losses[s:e] = total.log() + peak - positive
+            if needs_grad:
+                # d loss_i / d logits_ij = softmax_ij - [j == i]; chain through 1/T and weights.
+                logits.div_(total)
+                diag.sub_(1.0)
+                column_scale = weight[s:e] * scale if weight is not None else q.new_full((r,), scale)
+                if temperature is not None:
+                    column_scale = column_scale / temperature
+                logits.mul_(column_scale)
+                torch.mm(logits.t(), c, out=grad_q[s:e])
+                grad_c.addmm_(logits, q[s:e])
+        weighted = losses * weight if weight is not None else losses
+        if needs_grad:
+            ctx.save_for_backward(grad_q, grad_c)
+        return weighted.sum() * scale
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_q, grad_c = ctx.saved_tensors
+        return (grad_q * grad_output, grad_c * grad_output) + (None,) * 7
+
+
+def softmax_retrieval_loss(
+    query_embeddings: torch.Tensor,
+    candidate_embeddings: torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+    candidate_sampling_probability: torch.Tensor | None = None,
+    candidate_ids: torch.Tensor | None = None,
+    temperature: float | None = None,
+    num_hard_negatives: int | None = None,
+    reduction: str = "sum",
+) -> torch.Tensor:
+    """In-batch softmax loss (see module docstring), fused and cache-blocked.
+
+    Args:
+        query_embeddings: [n, d].
+        candidate_embeddings: [m, d], m >= n; candidate i is query i's positive.
+        sample_weight: [n] per-query weights.
+        candidate_sampling_probability: [m] probabilities for the logQ correction.
+        candidate_ids: [m] ids; when given, accidental hits are removed.
+        temperature: divide scores by this before the softmax.
+        num_hard_negatives: keep only this many hardest negatives per query.
+        reduction: "sum" (TFRS) or "mean" (sum / n).
+
+    Returns:
+        Scalar loss. Gradients flow to both embedding tensors (no double backward).
+    """
+    n = query_embeddings.shape[0]
+    scale = 1.0 if reduction == "sum" else 1.0 / max(n, 1)
+    needs_grad = torch.is_grad_enabled() and (
+        query_embeddings.requires_grad or candidate_embeddings.requires_grad)
+    dtype = query_embeddings.dtype
+    weight = None if sample_weight is None else sample_weight.detach().reshape(-1).to(dtype)
+    log_q = None
+    if candidate_sampling_probability is not None:
+        log_q = torch.log(torch.clamp(candidate_sampling_probability.detach().reshape(-1).to(dtype),
+                                      _LOG_PROB_FLOOR, 1.0))
+    ids = None if candidate_ids is None else candidate_ids.detach().reshape(-1)
+    return _FusedSoftmaxLoss.apply(
+        query_embeddings, candidate_embeddings, weight, log_q, ids,
+        temperature, num_hard_negatives, scale, needs_grad)

@@ -1,0 +1,242 @@
+"""FactorizedTopK: exact full-catalogue retrieval metrics for two-tower models.
+
+For each query row with positive candidate p, the metric computes its rank
+
+    rank = #{c in candidates, c not masked : q . e_c > q . e_p}
+
+streaming over query batches and candidate chunks, so memory is bounded by
+``max_scores_in_memory`` whatever the catalogue size. From the ranks:
+
+* ``top_{k}_categorical_accuracy`` = weighted mean of [rank < k]. This is TFRS's
+  metric: Keras ``in_top_k`` counts ties in the positive's favour, and so does
+  the strict ``>`` above.
+* ``recall_at_{k}``, ``ndcg_at_{k}``, ``mrr``: computed per query group. With
+  ``query_keys`` (e.g. the encoded user id of each row) the rows of one key form
+  one query whose relevant items are those rows' positives:
+  recall = |top-k ∩ P| / |P|, NDCG = DCG / IDCG with DCG = sum over p in P with
+  rank_p < k of 1 / log2(rank_p + 2), MRR = 1 / (1 + min_p rank_p). Without keys
+  each row is its own query (so recall@k equals top-k accuracy). Group metrics
+  are unweighted means over groups; they are exact when a key's query embedding
+  is the same on all its rows (id-only query towers), and otherwise use each
+  row's own embedding.
+
+Masked candidates (scored -inf): every position holding the row's own positive
+id (when ``true_candidate_ids`` are given; so a positive never counts against
+itself, even when the catalogue lists it twice), and, with ``exclude``, the ids
+excluded for the row's query key (the "exclude seen" protocol). A positive is
+never masked by an exclusion list, because its score is compared, not ranked.
+
+Candidate embeddings come from a tensor or a callable; a callable is evaluated
+once and cached until :meth:`invalidate` or :meth:`reset_state` (the training
+loop invalidates after every optimizer step, evaluation computes them once).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from ..candidates import CandidateEmbeddings, IdPositions, resolve_embeddings
+from ..errors import ShapeError
+from ..exclusions import Exclusions
+from .base import Metric
+
+
+class FactorizedTopK(Metric):
+    """Exact top-k retrieval metrics over the full candidate set.
+
+    Args:
+        candidates: [C, d] candidate embeddings, or a zero-argument callable returning
+            them (e.g. :class:`recstack.candidates.TowerCandidates`).
+        candidate_ids: [C] integer ids of the candidates (default ``arange(C)``);
+            used to mask each row's own positive and excluded items.
+        ks: cut-offs reported for every metric.
+        exclude: optional per-query-key exclusion lists (needs ``query_keys`` in
+            :meth:`update_state`).
+        name: prefix of the result keys (TFRS: ``factorized_top_k``).
+        max_scores_in_memory: bound on the query x candidate score block.
+    """
+
+    def __init__(
+        self,
+        candidates: CandidateEmbeddings,
+        candidate_ids: torch.Tensor | None = None,
+        ks: Sequence[int] = (1, 5, 10, 50, 100),
+        exclude: Exclusions | None = None,
+        name: str = "factorized_top_k",
+        max_scores_in_memory: int = 1 << 24,
+    ):
+        super().__init__(name)
+        if not ks or any(int(k) <= 0 for k in ks):
+            raise ValueError(f"ks must be positive integers; got {list(ks)}.")
+        self.candidates = candidates
+        self.candidate_ids = None if candidate_ids is None else torch.as_tensor(candidate_ids).long()
+        self.ks = tuple(sorted({int(k) for k in ks}))
+        self.exclude = exclude
+        self.max_scores_in_memory = int(max_scores_in_memory)
+        self._embeddings: torch.Tensor | None = None
+        self._positions: IdPositions | None = None
+        self.reset_state()
+
+    # Candidate cache ---------------------------------------------------------
+    def invalidate(self) -> None:
+        """Drop cached candidate embeddings (call after the candidate tower changed)."""
+        self._embeddings = None
+
+    def candidate_embeddings(self) -> torch.Tensor:
+        """[C, d] candidate embeddings, computed once until invalidated."""
+        if self._embeddings is None:
+            emb = resolve_embeddings(self.candidates)
+            if self.candidate_ids is not None and self.candidate_ids.shape[0] != emb.shape[0]:
+                raise ShapeError(
+                    f"{emb.shape[0]} candidate embeddings but {self.candidate_ids.shape[0]} candidate ids."
+                )
+            if self._positions is None:
+                ids = self.candidate_ids if self.candidate_ids is not None else torch.arange(emb.shape[0])
+                self._positions = IdPositions(ids)
+            self._embeddings = emb
+        return self._embeddings
+
+    # Metric protocol ---------------------------------------------------------
+    def reset_state(self) -> None:
+        self._ranks: list[torch.Tensor] = []
+        self._weights: list[torch.Tensor] = []
+        self._keys: list[torch.Tensor] = []
+        self._has_keys: bool | None = None
+        self.invalidate()
+
+    @torch.no_grad()
+    def update_state(
+        self,
+        query_embeddings: torch.Tensor,
+        true_candidate_embeddings: torch.Tensor,
+        true_candidate_ids: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+        query_keys: torch.Tensor | None = None,
+    ) -> None:
+        """Rank each row's positive among all candidates.
+
+        Args:
+            query_embeddings: [B, d].
+            true_candidate_embeddings: [B, d] embeddings of the positives.
+            true_candidate_ids: [B] ids of the positives (masks the positive's own
+                catalogue entries; recommended, it makes ranks exact under rounding).
+            sample_weight: [B] weights for top-k accuracy.
+            query_keys: [B] integer query keys (exclusions and per-group metrics).
+        """
+        q = query_embeddings.detach()
+        pos_emb = true_candidate_embeddings.detach()
+        if q.dim() != 2 or pos_emb.shape != q.shape:
+            raise ShapeError(
+                f"query embeddings {tuple(q.shape)} and true candidate embeddings "
+                f"{tuple(pos_emb.shape)} must both be [B, d] with the same shape."
+            )
+        if self.exclude is not None and query_keys is None:
+            raise ValueError("This FactorizedTopK has exclusions; pass query_keys= to update_state.")
+        if self._has_keys is None:
+            self._has_keys = query_keys is not None
+        elif self._has_keys != (query_keys is not None):
+            raise ValueError("Pass query_keys on every update_state call or on none.")
+        cand = self.candidate_embeddings()
+        if cand.shape[1] != q.shape[1]:
+            raise ShapeError(
+                f"query embeddings have width {q.shape[1]} but candidate embeddings {cand.shape[1]}; "
+                "both towers must output the same dimension."
+            )
+        cand = cand.to(q.dtype)
+        positive_scores = (q * pos_emb).sum(dim=1)
+        rows, positions = self._masked_pairs(q.shape[0], true_candidate_ids, query_keys)
+        self._ranks.append(self._count_higher(q, cand, positive_scores, rows, positions))
+        weight = torch.ones(q.shape[0]) if sample_weight is None else sample_weight.detach().reshape(-1).double()
+        self._weights.append(weight.double())
+        if query_keys is not None:
+            self._keys.append(query_keys.detach().long().reshape(-1))
+
+    def _masked_pairs(
+        self, batch: int, true_ids: torch.Tensor | None, keys: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, candidate position) pairs to score -inf: own positives and exclusions."""
+        assert self._positions is not None
+        row_parts, id_parts = [], []
+        if true_ids is not None:
+            row_parts.append(torch.arange(batch))
+            id_parts.append(true_ids.detach().long().reshape(-1))
+        if self.exclude is not None and keys is not None:
+            r, i = self.exclude.pairs(keys.detach().long().reshape(-1))
+            row_parts.append(r)
+            id_parts.append(i)
+        if not row_parts:
+            empty = torch.empty(0, dtype=torch.long)
+            return empty, empty
+        return self._positions.positions(torch.cat(row_parts), torch.cat(id_parts))
+
+    def _count_higher(self, q: torch.Tensor, cand: torch.Tensor, positive_scores: torch.Tensor,
+                      rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Per row, the number of unmasked candidates scoring strictly above the positive."""
+        batch, num_candidates = q.shape[0], cand.shape[0]
+        chunk = max(1, self.max_scores_in_memory // max(batch, 1))
+        counts = torch.zeros(batch, dtype=torch.long)
+        q_t = q.t().contiguous()
+        for start in range(0, num_candidates, chunk):
+            stop = min(start + chunk, num_candidates)
+            # [chunk, B]: candidates on rows is the fast matmul layout for small d.
+            scores = cand[start:stop] @ q_t
+            if positions.numel():
+                inside = (positions >= start) & (positions < stop)
+                scores[positions[inside] - start, rows[inside]] = float("-inf")
+            counts += (scores > positive_scores).sum(dim=0)
+        return counts
+
+    def ranks(self) -> torch.Tensor:
+        """[N] rank of every row seen since the last reset (0 = ranked first)."""
+        return torch.cat(self._ranks) if self._ranks else torch.empty(0, dtype=torch.long)
+
+    def result(self) -> dict[str, float]:
+        ranks = self.ranks()
+        out: dict[str, float] = {}
+        if ranks.numel() == 0:
+            return out  # nothing seen (e.g. metrics off during training)
+        weights = torch.cat(self._weights)
+        total_weight = float(weights.sum())
+        for k in self.ks:
+            hits = (ranks < k).double()
+            out[f"{self.name}/top_{k}_categorical_accuracy"] = (
+                float((hits * weights).sum()) / total_weight if total_weight else 0.0
+            )
+        keys = torch.cat(self._keys) if self._keys else None
+        out.update(_group_metrics(ranks, keys, self.ks, self.name))
+        return out
+
+
+def _group_metrics(ranks: torch.Tensor, keys: torch.Tensor | None, ks: Sequence[int],
+                   name: str) -> dict[str, float]:
+    """Recall@k, NDCG@k and MRR per query group, averaged over groups."""
+    if keys is None:
+        group = torch.arange(ranks.shape[0])
+        num_groups = ranks.shape[0]
+    else:
+        _, group = torch.unique(keys, return_inverse=True)
+        num_groups = int(group.max()) + 1
+    sizes = torch.bincount(group, minlength=num_groups).double()
+    ranks_d = ranks.double()
+    discount = 1.0 / torch.log2(ranks_d + 2.0)
+    out: dict[str, float] = {}
+    max_k = max(ks)
+    # ideal_dcg[n] = sum_{i < n} 1 / log2(i + 2)
+    ideal = torch.zeros(max_k + 1, dtype=torch.float64)
+    ideal[1:] = torch.cumsum(1.0 / torch.log2(torch.arange(max_k, dtype=torch.float64) + 2.0), 0)
+    for k in ks:
+        hit = (ranks < k).double()
+        recall = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, group, hit) / sizes
+        dcg = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, group, hit * discount)
+        idcg = ideal[torch.clamp(sizes.long(), max=k)]
+        # Exact score ties between two positives can push DCG past IDCG; cap at 1.
+        ndcg = torch.clamp(dcg / idcg, max=1.0)
+        out[f"{name}/recall_at_{k}"] = float(recall.mean())
+        out[f"{name}/ndcg_at_{k}"] = float(ndcg.mean())
+    best = torch.full((num_groups,), math.inf, dtype=torch.float64).scatter_reduce_(
+        0, group, ranks_d, reduce="amin")
+    out[f"{name}/mrr"] = float((1.0 / (best + 1.0)).mean())
+    return out

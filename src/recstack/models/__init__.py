@@ -1,0 +1,5 @@
+"""Models: the Model base class and ready-made architectures."""
+
+from .base import Model
+
+__all__ = ["Model"]

@@ -1,0 +1,213 @@
+"""The fit and evaluate loops behind :class:`recstack.Model`.
+
+Batches are slices (or index gathers, when shuffled) of in-memory column
+tensors; nothing per-example happens in Python. Reported losses are means of
+the per-batch losses over the epoch (what the TFRS/Keras progress bar shows);
+metrics are the tasks' streaming metrics, reset at the start of every epoch
+and every evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..columns import Columns, as_columns
+from ..errors import ConfigError, DataError
+from .callbacks import Callback
+from .history import History
+from .progress import ProgressBar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models.base import Model
+
+OptimizerLike = torch.optim.Optimizer | Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+def epoch_order(num_rows: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffle permutation of one epoch, a pure function of (seed, epoch).
+
+    Deriving it from the epoch number (not from a generator advanced epoch by
+    epoch) lets a resumed run see exactly the batches of an uninterrupted one.
+    """
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63 - 1))
+    return torch.randperm(num_rows, generator=gen)
+
+
+class _LossMeans:
+    """Running means of loss, regularization_loss and total_loss over batches."""
+
+    def __init__(self) -> None:
+        self.sums = {"loss": 0.0, "regularization_loss": 0.0, "total_loss": 0.0}
+        self.count = 0
+
+    def add(self, loss: float, reg: float) -> None:
+        self.sums["loss"] += loss
+        self.sums["regularization_loss"] += reg
+        self.sums["total_loss"] += loss + reg
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.count if self.count else math.nan for k, v in self.sums.items()}
+
+
+def metric_results(model: "Model") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metric in model.metrics:
+        out.update(metric.result())
+    return out
+
+
+def _reset_metrics(model: "Model") -> None:
+    for metric in model.metrics:
+        metric.reset_state()
+
+
+def _invalidate_candidate_caches(model: "Model") -> None:
+    for metric in model.metrics:
+        invalidate = getattr(metric, "invalidate", None)
+        if invalidate is not None:
+            invalidate()
+
+
+def resolve_optimizer(model: "Model", optimizer: OptimizerLike | None) -> torch.optim.Optimizer:
+    if optimizer is None:
+        if getattr(model, "optimizer", None) is None:
+            raise ConfigError(
+                "fit() needs an optimizer the first time, e.g. "
+                "optimizer=recstack.optimizers.Adagrad(model.parameters(), lr=0.1).")
+        return model.optimizer
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if callable(optimizer):
+        return optimizer(model.parameters())
+    raise ConfigError(f"optimizer must be a torch.optim.Optimizer or a factory; got {type(optimizer).__name__}.")
+
+
+def fit(
+    model: "Model",
+    train: Columns | Mapping[str, Any],
+    epochs: int = 1,
+    batch_size: int = 1024,
+    optimizer: OptimizerLike | None = None,
+    validation_data: Columns | Mapping[str, Any] | None = None,
+    validation_freq: int = 1,
+    validation_batch_size: int | None = None,
+    shuffle: bool = True,
+    seed: int | None = None,
+    verbose: bool = True,
+    callbacks: Iterable[Callback] = (),
+    initial_epoch: int = 0,
+    drop_remainder: bool = False,
+) -> History:
+    """Train ``model`` (see :meth:`recstack.Model.fit` for the arguments)."""
+    data = as_columns(train)
+    if data.num_rows == 0:
+        raise DataError("The training data has no rows.")
+    if epochs < 1 or batch_size < 1 or validation_freq < 1:
+        raise ConfigError(
+            f"epochs, batch_size and validation_freq must be >= 1; got {epochs}, {batch_size}, {validation_freq}.")
+    val = as_columns(validation_data) if validation_data is not None else None
+    opt = resolve_optimizer(model, optimizer)
+    model.optimizer = opt
+    model.stop_training = False
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)))
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        cb.set_model(model)
+    history = History()
+    model.history = history
+    regularized = model.regularized_modules()
+    num_batches = data.num_batches(batch_size, drop_remainder)
+    for cb in callbacks:
+        cb.on_train_begin()
+
+    for epoch in range(initial_epoch + 1, epochs + 1):
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch)
+        model.train()
+        _reset_metrics(model)
+        _invalidate_candidate_caches(model)
+        losses = _LossMeans()
+        order = epoch_order(data.num_rows, seed, epoch) if shuffle else None
+        bar = ProgressBar(num_batches, f"Epoch {epoch}/{epochs}", enabled=verbose)
+        start = time.perf_counter()
+        for step, batch in enumerate(data.batches(batch_size, order, drop_remainder)):
+            opt.zero_grad(set_to_none=True)
+            loss = model.compute_loss(batch, training=True)
+            reg = _regularization(regularized, loss)
+            total = loss + reg
+            total.backward()
+            opt.step()
+            _invalidate_candidate_caches(model)
+            losses.add(float(loss.detach()), float(reg.detach()))
+            bar.update(1, lambda: {**losses.means(), **metric_results(model)})
+            for cb in callbacks:
+                cb.on_train_batch_end(step, {"loss": float(loss.detach())})
+        logs = {**metric_results(model), **losses.means()}
+        logs["epoch_seconds"] = time.perf_counter() - start
+        bar.close(logs)
+        if val is not None and epoch % validation_freq == 0:
+            val_logs = evaluate(model, val, batch_size=validation_batch_size or batch_size, verbose=False)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            if verbose:
+                print(_summary_line(epoch, epochs, logs), flush=True)
+        history.append(epoch, logs)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    for cb in callbacks:
+        cb.on_train_end(history.last())
+    return history
+
+
+@torch.no_grad()
+def evaluate(
+    model: "Model",
+    data: Columns | Mapping[str, Any],
+    batch_size: int = 4096,
+    verbose: bool = False,
+) -> dict[str, float]:
+    """Loss and metrics of ``model`` on ``data`` (see :meth:`recstack.Model.evaluate`)."""
+    columns = as_columns(data)
+    if columns.num_rows == 0:
+        raise DataError("The evaluation data has no rows.")
+    was_training = model.training
+    model.eval()
+    _reset_metrics(model)  # also drops cached candidates: computed once, below, per evaluation
+    regularized = model.regularized_modules()
+    losses = _LossMeans()
+    bar = ProgressBar(columns.num_batches(batch_size), "Evaluate", enabled=verbose)
+    try:
+        for batch in columns.batches(batch_size):
+            loss = model.compute_loss(batch, training=False)
+            reg = _regularization(regularized, loss)
+            losses.add(float(loss), float(reg))
+            bar.update(1, losses.means)
+        out = {**metric_results(model), **losses.means()}
+        bar.close(out)
+        return out
+    finally:
+        if was_training:
+            model.train()
+
+
+def _regularization(modules: list[torch.nn.Module], like: torch.Tensor) -> torch.Tensor:
+    total = like.new_zeros(())
+    for module in modules:
+        total = total + module.regularization_loss()
+    return total
+
+
+def _summary_line(epoch: int, epochs: int, logs: dict[str, float]) -> str:
+    from .progress import short_name
+
+    parts = [f"{('val_' if k.startswith('val_') else '') + short_name(k)}={v:.4g}"
+             for k, v in logs.items() if k != "epoch_seconds"]
+    return f"epoch {epoch}/{epochs} ({logs['epoch_seconds']:.2f}s): " + " ".join(parts)

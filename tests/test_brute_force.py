@@ -1,0 +1,82 @@
+"""BruteForce vs numpy argsort, with exclusions and allow-lists."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from recstack import BruteForce, Exclusions
+from recstack.errors import ConfigError, ShapeError
+
+
+@pytest.fixture
+def setup():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(50, 6)).astype(np.float32), rng.normal(size=(4, 6)).astype(np.float32)
+
+
+def numpy_top_k(q, cand, k, masked=None):
+    scores = q @ cand.T
+    if masked is not None:
+        for i, items in enumerate(masked):
+            scores[i, list(items)] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), order
+
+
+@pytest.mark.parametrize("budget", [1 << 24, 40])     # one chunk, many chunks
+def test_exact_top_k(setup, budget):
+    cand, q = setup
+    index = BruteForce(k=7, max_scores_in_memory=budget).index(torch.tensor(cand))
+    scores, ids = index.search(torch.tensor(q))
+    ref_scores, ref_ids = numpy_top_k(q, cand, 7)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(scores.numpy(), ref_scores, rtol=1e-5)
+
+
+def test_identifiers_and_exclusion_lists(setup):
+    cand, q = setup
+    titles = np.array([f"movie {i}" for i in range(50)])
+    index = BruteForce().index(torch.tensor(cand), identifiers=titles)
+    masked = [[1, 2, 3], [], [10, 11], [0]]
+    _, got = index.search(torch.tensor(q), k=5, exclude=masked)
+    _, ref = numpy_top_k(q, cand, 5, masked)
+    np.testing.assert_array_equal(got, titles[ref])
+
+
+def test_exclusions_object_by_query_keys(setup):
+    cand, q = setup
+    excl = Exclusions.from_pairs(torch.tensor([0, 0, 1]), torch.tensor([4, 9, 13]))
+    _, got = BruteForce().index(torch.tensor(cand)).search(
+        torch.tensor(q), k=5, exclude=excl, query_keys=torch.tensor([1, 0, 5, 1]))
+    _, ref = numpy_top_k(q, cand, 5, [[13], [4, 9], [], [13]])
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_allow_list_with_fewer_than_k_candidates(setup):
+    cand, q = setup
+    index = BruteForce().index(torch.tensor(cand))
+    scores, ids = index.search(torch.tensor(q[:1]), k=5, allow=[[3, 8, 20]])
+    order = np.argsort(-(q[0] @ cand[[3, 8, 20]].T))
+    assert ids[0, :3].tolist() == [[3, 8, 20][i] for i in order]
+    assert torch.isinf(scores[0, 3:]).all()
+
+
+def test_query_model_maps_raw_ids():
+    users = nn.Embedding(3, 2)
+    with torch.no_grad():
+        users.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    cand = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 0.5]])
+    index = BruteForce(users).index(cand, identifiers=["a", "b", "c"])
+    _, ids = index(torch.tensor([0, 1]), k=1)
+    assert ids[:, 0].tolist() == ["a", "b"]
+
+
+def test_errors():
+    with pytest.raises(ConfigError, match="empty"):
+        BruteForce().search(torch.zeros(1, 2))
+    index = BruteForce().index(torch.zeros(3, 2))
+    with pytest.raises(ShapeError, match=r"\[B, 2\]"):
+        index.search(torch.zeros(1, 5))
+    with pytest.raises(ShapeError, match="identifiers"):
+        BruteForce().index(torch.zeros(3, 2), identifiers=["a"])

@@ -1,0 +1,111 @@
+"""The fit/evaluate loop on a tiny synthetic retrieval problem."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import recstack
+from recstack import Columns
+from recstack.layers import Embedding
+from recstack.metrics import FactorizedTopK
+from recstack.tasks import Retrieval
+from recstack.training import EarlyStopping
+
+
+class TwoTower(recstack.Model):
+    def __init__(self, num_users=20, num_items=15, dim=8, l2=0.0):
+        super().__init__()
+        self.user = Embedding(num_users, dim, l2=l2)
+        self.item = Embedding(num_items, dim)
+        items = torch.arange(num_items)
+        self.task = Retrieval(metrics=FactorizedTopK(recstack.TowerCandidates(self.item, items), items, ks=(1, 5)))
+
+    def compute_loss(self, batch, training=False):
+        return self.task(self.user(batch["user"]), self.item(batch["item"]), candidate_ids=batch["item"])
+
+
+def synthetic(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, 20, n)
+    item = (user * 3 + rng.integers(0, 2, n)) % 15   # each user prefers two items
+    return Columns({"user": user, "item": item})
+
+
+def train(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    model = TwoTower(l2=kwargs.pop("l2", 0.0))
+    history = model.fit(synthetic(), epochs=kwargs.pop("epochs", 5), batch_size=64,
+                        optimizer=lambda p: torch.optim.Adagrad(p, lr=0.5), seed=7, verbose=False, **kwargs)
+    return model, history
+
+
+def test_fit_learns_and_reports_tfrs_metric_names():
+    model, history = train(epochs=15)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    result = model.evaluate(synthetic(seed=1), batch_size=100)
+    assert result["factorized_top_k/top_5_categorical_accuracy"] > 0.9
+    assert {"loss", "regularization_loss", "total_loss"} <= result.keys()
+    assert "factorized_top_k/top_1_categorical_accuracy" in history.history
+
+
+def test_same_seed_same_result_and_shuffle_changes_batches():
+    _, h1 = train()
+    _, h2 = train()
+    assert h1.history["loss"] == h2.history["loss"]
+    _, h3 = train(shuffle=False)
+    assert h3.history["loss"] != h1.history["loss"]
+
+
+def test_validation_every_n_epochs():
+    torch.manual_seed(0)
+    model = TwoTower()
+    history = model.fit(synthetic(), epochs=4, batch_size=64, optimizer=lambda p: torch.optim.Adagrad(p, lr=0.5),
+                        validation_data=synthetic(seed=2), validation_freq=2, verbose=False)
+    val = history.history["val_factorized_top_k/top_5_categorical_accuracy"]
+    assert math.isnan(val[0]) and math.isnan(val[2]) and not math.isnan(val[1]) and not math.isnan(val[3])
+    assert history.to_dict()["history"]["val_loss"][0] is None
+
+
+def test_regularization_loss_is_l2_times_squared_norm():
+    model, history = train(l2=0.01, epochs=1)
+    expected = 0.01 * float((model.user.weight.detach() ** 2).sum())
+    result = model.evaluate(synthetic())
+    assert result["regularization_loss"] == pytest.approx(expected, rel=1e-5)
+    assert result["total_loss"] == pytest.approx(result["loss"] + expected, rel=1e-5)
+
+
+def test_early_stopping_stops():
+    torch.manual_seed(0)
+    model = TwoTower()
+    stop = EarlyStopping(monitor="loss", mode="min", patience=1, min_delta=1e9)
+    history = model.fit(synthetic(), epochs=10, batch_size=64, optimizer=lambda p: torch.optim.SGD(p, lr=0.01),
+                        callbacks=[stop], verbose=False)
+    assert len(history) == 2
+
+
+def test_weights_round_trip(tmp_path):
+    model, _ = train(epochs=1)
+    model.save_weights(tmp_path / "w.pt")
+    other = TwoTower()
+    other.load_weights(tmp_path / "w.pt")
+    assert torch.equal(other.user.weight, model.user.weight)
+
+
+def test_silent_and_verbose_progress(capsys):
+    train(epochs=1)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+    torch.manual_seed(0)
+    TwoTower().fit(synthetic(), epochs=1, batch_size=64, optimizer=lambda p: torch.optim.Adagrad(p, lr=0.5),
+                   validation_data=synthetic(), verbose=True)
+    captured = capsys.readouterr()
+    assert "Epoch 1/1" in captured.err and "epoch 1/1" in captured.out
+
+
+def test_missing_optimizer_and_empty_data():
+    with pytest.raises(recstack.errors.ConfigError, match="optimizer"):
+        TwoTower().fit(synthetic(), verbose=False)
+    with pytest.raises(recstack.errors.DataError, match="no rows"):
+        TwoTower().evaluate({"user": torch.zeros(0, dtype=torch.long), "item": torch.zeros(0, dtype=torch.long)})
