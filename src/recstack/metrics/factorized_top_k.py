@@ -186,7 +186,9 @@ class FactorizedTopK(Metric):
             if positions.numel():
                 inside = (positions >= start) & (positions < stop)
                 scores[positions[inside] - start, rows[inside]] = float("-inf")
-            counts += (scores > positive_scores).sum(dim=0)
+            # In place: scores - s_pos > 0  <=>  scores > s_pos, and a float sum over
+            # dim 0 is several times faster than summing a bool tensor (exact below 2**24).
+            counts += scores.sub_(positive_scores).gt_(0).sum(dim=0).long()
         return counts
 
     def ranks(self) -> torch.Tensor:
