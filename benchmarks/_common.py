@@ -37,7 +37,9 @@ def environment() -> dict[str, Any]:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    """Mean, sample sd, median, min, max of a list of numbers."""
+    """Mean, sample sd, median, min, max of a list of numbers ({"n": 0} when empty)."""
+    if not values:
+        return {"n": 0}
     return {
         "mean": statistics.fmean(values),
         "sd": statistics.stdev(values) if len(values) > 1 else 0.0,

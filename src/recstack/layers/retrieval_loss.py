@@ -105,12 +105,12 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
             losses[s:e] = total.log() + peak - positive
             if needs_grad:
                 # d loss_i / d logits_ij = softmax_ij - [j == i]; chain through 1/T and weights.
-                logits.div_(total)
-                diag.sub_(1.0)
                 column_scale = weight[s:e] * scale if weight is not None else q.new_full((r,), scale)
                 if temperature is not None:
                     column_scale = column_scale / temperature
-                logits.mul_(column_scale)
+                # softmax (exp / total) and the column scale in one pass, then subtract the label.
+                logits.mul_(column_scale / total)
+                diag.sub_(column_scale)
                 torch.mm(logits.t(), c, out=grad_q[s:e])
                 grad_c.addmm_(logits, q[s:e])
         weighted = losses * weight if weight is not None else losses
