@@ -140,7 +140,10 @@ def _to_tensor(name: str, values: Any) -> torch.Tensor:
             )
         if array.dtype == np.float64:
             array = array.astype(np.float32)
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # e.g. pandas 3 copy-on-write views; torch needs writable memory
+            array = array.copy()
+        tensor = torch.from_numpy(array)
     if tensor.dim() == 0:
         raise DataError(f"Column {name!r} is a scalar; columns need one row per example.")
     return tensor

@@ -10,6 +10,7 @@ from recstack.datasets.movielens import (
     load_movielens_100k,
     read_movielens_100k,
 )
+from recstack.datasets.rating_splits import ml100k_fold, ml100k_u1_split, random_holdout
 from recstack.datasets.splits import (
     leave_last_out,
     random_split,
@@ -27,6 +28,9 @@ __all__ = [
     "fetch_verified",
     "leave_last_out",
     "load_movielens_100k",
+    "ml100k_fold",
+    "ml100k_u1_split",
+    "random_holdout",
     "random_split",
     "random_split_fractions",
     "read_movielens_100k",
