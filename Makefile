@@ -21,7 +21,7 @@ test: venv
 	$(PY) -m pytest
 
 demo: venv
-	RECSTACK_DATA_DIR="$(DATA_DIR)" $(PY) -m recstack.demo
+	RECSTACK_DATA_DIR="$(DATA_DIR)" $(PY) -m recstack.cli.demo
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -109,3 +109,11 @@ def test_missing_optimizer_and_empty_data():
         TwoTower().fit(synthetic(), verbose=False)
     with pytest.raises(recstack.errors.DataError, match="no rows"):
         TwoTower().evaluate({"user": torch.zeros(0, dtype=torch.long), "item": torch.zeros(0, dtype=torch.long)})
+
+
+def test_summary_line_names_validation_metrics_once():
+    from recstack.training.progress import summary_line
+
+    line = summary_line(2, 5, {"loss": 1.0, "val_loss": 2.0, "val_factorized_top_k/top_10_categorical_accuracy": 0.5,
+                               "epoch_seconds": 1.0})
+    assert "val_loss=2" in line and "val_top10=0.5" in line and "val_val" not in line

@@ -17,6 +17,7 @@ from ..tasks.base import Task
 from ..training import loop
 from ..training.callbacks import Callback
 from ..training.history import History
+from ..training.progress import Progress
 
 
 class Model(nn.Module):
@@ -83,7 +84,7 @@ class Model(nn.Module):
         validation_batch_size: int | None = None,
         shuffle: bool = True,
         seed: int | None = None,
-        verbose: bool = True,
+        verbose: bool | str | Progress = True,
         callbacks: Iterable[Callback] = (),
         initial_epoch: int = 0,
         drop_remainder: bool = False,
@@ -102,7 +103,8 @@ class Model(nn.Module):
             shuffle: reshuffle the rows every epoch (``False`` keeps their order,
                 like a TFRS ``shuffle().batch().cache()`` pipeline).
             seed: seeds the shuffles (each epoch's order depends only on seed and epoch).
-            verbose: progress bar and per-epoch summary.
+            verbose: True or "bar" (progress bar and a summary line per epoch), False or
+                "quiet", "jsonl" (one JSON object per epoch on stdout), or a Progress object.
             callbacks: :class:`~recstack.training.Callback` objects.
             drop_remainder: drop the last partial batch.
 

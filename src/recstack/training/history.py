@@ -28,6 +28,8 @@ class History:
         self.epochs.append(epoch)
         n = len(self.epochs)
         for key, value in logs.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # e.g. IndexTopK's "{name}/index" label: not a per-epoch number
             self.history.setdefault(key, [math.nan] * (n - 1)).append(float(value))
         for key, values in self.history.items():
             if len(values) < n:

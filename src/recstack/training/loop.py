@@ -20,7 +20,7 @@ from ..columns import Columns, as_columns
 from ..errors import ConfigError, DataError
 from .callbacks import Callback
 from .history import History
-from .progress import ProgressBar
+from .progress import Progress, ProgressBar, make_progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.base import Model
@@ -99,15 +99,21 @@ def fit(
     validation_batch_size: int | None = None,
     shuffle: bool = True,
     seed: int | None = None,
-    verbose: bool = True,
+    verbose: bool | str | Progress = True,
     callbacks: Iterable[Callback] = (),
     initial_epoch: int = 0,
     drop_remainder: bool = False,
 ) -> History:
-    """Train ``model`` (see :meth:`recstack.Model.fit` for the arguments)."""
+    """Train ``model`` (see :meth:`recstack.Model.fit` for the arguments).
+
+    ``verbose``: True/"bar", False/"quiet", "jsonl" or a
+    :class:`~recstack.training.progress.Progress` (see that module).
+    """
     data = as_columns(train)
     if data.num_rows == 0:
         raise DataError("The training data has no rows.")
+    if initial_epoch < 0:
+        raise ConfigError(f"initial_epoch must be >= 0; got {initial_epoch}.")
     if epochs < 1 or batch_size < 1 or validation_freq < 1:
         raise ConfigError(
             f"epochs, batch_size and validation_freq must be >= 1; got {epochs}, {batch_size}, {validation_freq}.")
@@ -124,6 +130,8 @@ def fit(
     model.history = history
     regularized = model.regularized_modules()
     num_batches = data.num_batches(batch_size, drop_remainder)
+    progress = make_progress(verbose)
+    progress.train_begin(epochs, initial_epoch, data.num_rows, batch_size)
     for cb in callbacks:
         cb.on_train_begin()
 
@@ -135,8 +143,9 @@ def fit(
         _invalidate_candidate_caches(model)
         losses = _LossMeans()
         order = epoch_order(data.num_rows, seed, epoch) if shuffle else None
-        bar = ProgressBar(num_batches, f"Epoch {epoch}/{epochs}", enabled=verbose)
+        progress.epoch_begin(epoch, epochs, num_batches)
         start = time.perf_counter()
+        rows = 0
         for step, batch in enumerate(data.batches(batch_size, order, drop_remainder)):
             opt.zero_grad(set_to_none=True)
             loss = model.compute_loss(batch, training=True)
@@ -146,17 +155,18 @@ def fit(
             opt.step()
             _invalidate_candidate_caches(model)
             losses.add(float(loss.detach()), float(reg.detach()))
-            bar.update(1, lambda: {**losses.means(), **metric_results(model)})
+            batch_rows = next(iter(batch.values())).shape[0]
+            rows += batch_rows
+            progress.batch_end(batch_rows, lambda: {**losses.means(), **metric_results(model)})
             for cb in callbacks:
                 cb.on_train_batch_end(step, {"loss": float(loss.detach())})
         logs = {**metric_results(model), **losses.means()}
-        logs["epoch_seconds"] = time.perf_counter() - start
-        bar.close(logs)
+        logs["epoch_seconds"] = seconds = time.perf_counter() - start
+        logs["examples_per_second"] = rows / seconds if seconds > 0 else math.nan
         if val is not None and epoch % validation_freq == 0:
             val_logs = evaluate(model, val, batch_size=validation_batch_size or batch_size, verbose=False)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            if verbose:
-                print(_summary_line(epoch, epochs, logs), flush=True)
+        progress.epoch_end(epoch, epochs, logs)
         history.append(epoch, logs)
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
@@ -164,6 +174,7 @@ def fit(
             break
     for cb in callbacks:
         cb.on_train_end(history.last())
+    progress.train_end(history.last())
     return history
 
 
@@ -172,7 +183,7 @@ def evaluate(
     model: "Model",
     data: Columns | Mapping[str, Any],
     batch_size: int = 4096,
-    verbose: bool = False,
+    verbose: bool | str = False,
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on ``data`` (see :meth:`recstack.Model.evaluate`)."""
     columns = as_columns(data)
@@ -183,7 +194,7 @@ def evaluate(
     _reset_metrics(model)  # also drops cached candidates: computed once, below, per evaluation
     regularized = model.regularized_modules()
     losses = _LossMeans()
-    bar = ProgressBar(columns.num_batches(batch_size), "Evaluate", enabled=verbose)
+    bar = ProgressBar(columns.num_batches(batch_size), "Evaluate", enabled=verbose is True or verbose == "bar")
     try:
         for batch in columns.batches(batch_size):
             loss = model.compute_loss(batch, training=False)
@@ -203,11 +214,3 @@ def _regularization(modules: list[torch.nn.Module], like: torch.Tensor) -> torch
     for module in modules:
         total = total + module.regularization_loss()
     return total
-
-
-def _summary_line(epoch: int, epochs: int, logs: dict[str, float]) -> str:
-    from .progress import short_name
-
-    parts = [f"{('val_' if k.startswith('val_') else '') + short_name(k)}={v:.4g}"
-             for k, v in logs.items() if k != "epoch_seconds"]
-    return f"epoch {epoch}/{epochs} ({logs['epoch_seconds']:.2f}s): " + " ".join(parts)

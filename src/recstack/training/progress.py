@@ -1,15 +1,39 @@
-"""Progress display for fit/evaluate: a tqdm bar per epoch with live metrics."""
+"""Progress display for fit/evaluate.
+
+Three modes, picked with ``fit(..., verbose=...)``:
+
+* ``"bar"`` (``verbose=True``): a tqdm bar per epoch on stderr with the live
+  loss, metrics and throughput (examples/s), and a one-line summary per epoch
+  on stdout.
+* ``"quiet"`` (``verbose=False``): nothing.
+* ``"jsonl"``: one JSON object per line on stdout for scripts: ``train_begin``,
+  ``epoch_end`` (all logs, ``examples_per_second``; NaN as null) and
+  ``train_end`` events.
+
+Any object implementing :class:`Progress` can be passed instead of a mode name.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import time
+from collections.abc import Callable
+from typing import IO, Any
 
 from tqdm.auto import tqdm
+
+PROGRESS_MODES = ("bar", "quiet", "jsonl")
+_SHORT = {"examples_per_second": "ex/s", "regularization_loss": "reg_loss"}
 
 
 def short_name(key: str) -> str:
     """Compact metric names for the bar: 'factorized_top_k/top_100_categorical_accuracy' -> 'top100'."""
+    if key.startswith("val_"):
+        return "val_" + short_name(key[len("val_"):])
+    if key in _SHORT:
+        return _SHORT[key]
     tail = key.rsplit("/", 1)[-1]
     if tail.startswith("top_") and tail.endswith("_categorical_accuracy"):
         return "top" + tail[len("top_"):-len("_categorical_accuracy")]
@@ -31,7 +55,7 @@ class ProgressBar:
         self._bar = tqdm(total=total, desc=description, unit=unit, leave=True,
                          disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
-    def update(self, n: int, values_fn) -> None:
+    def update(self, n: int, values_fn: Callable[[], dict[str, float]]) -> None:
         """Advance by ``n``; ``values_fn()`` returns the live metrics (called lazily)."""
         if not self.enabled:
             return
@@ -39,13 +63,125 @@ class ProgressBar:
         now = time.perf_counter()
         if now - self._last >= self.refresh_seconds or self._bar.n >= self._bar.total:
             self._last = now
-            self._bar.set_postfix({short_name(k): _fmt(v) for k, v in values_fn().items()}, refresh=True)
+            self._bar.set_postfix(_postfix(values_fn()), refresh=True)
 
     def close(self, values: dict[str, float] | None = None) -> None:
         if self.enabled and values is not None:
-            self._bar.set_postfix({short_name(k): _fmt(v) for k, v in values.items()}, refresh=True)
+            self._bar.set_postfix(_postfix(values), refresh=True)
         self._bar.close()
+
+
+class Progress:
+    """What the fit loop reports; every hook is a no-op (the "quiet" mode).
+
+    Call order: ``train_begin``, then per epoch ``epoch_begin``, ``batch_end``
+    after every step, ``epoch_end`` (after validation, with the epoch's full
+    logs), and finally ``train_end``.
+    """
+
+    def train_begin(self, epochs: int, initial_epoch: int, num_rows: int, batch_size: int) -> None: ...
+
+    def epoch_begin(self, epoch: int, epochs: int, num_batches: int) -> None: ...
+
+    def batch_end(self, rows: int, values_fn: Callable[[], dict[str, float]]) -> None: ...
+
+    def epoch_end(self, epoch: int, epochs: int, logs: dict[str, float]) -> None: ...
+
+    def train_end(self, logs: dict[str, float]) -> None: ...
+
+
+class _Throughput:
+    """Examples per second since the start of the epoch."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.rows = 0
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.rows / elapsed if elapsed > 0 else math.nan
+
+
+class BarProgress(Progress):
+    """tqdm bar per epoch (stderr) with live loss/metrics and examples/s; a summary line per epoch (stdout)."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream
+        self._bar: ProgressBar | None = None
+        self._speed = _Throughput()
+
+    def epoch_begin(self, epoch: int, epochs: int, num_batches: int) -> None:
+        self._bar = ProgressBar(num_batches, f"Epoch {epoch}/{epochs}", enabled=True, unit="batch")
+        self._speed = _Throughput()
+
+    def batch_end(self, rows: int, values_fn: Callable[[], dict[str, float]]) -> None:
+        self._speed.add(rows)
+        if self._bar is not None:
+            self._bar.update(1, lambda: {**values_fn(), "examples_per_second": self._speed.rate()})
+
+    def epoch_end(self, epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        if self._bar is not None:
+            self._bar.close({k: v for k, v in logs.items() if not k.startswith("val_") and k != "epoch_seconds"})
+            self._bar = None
+        print(summary_line(epoch, epochs, logs), file=self.stream or sys.stdout, flush=True)
+
+
+class JsonlProgress(Progress):
+    """One JSON object per line (stdout by default): train_begin, epoch_end, train_end."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        print(json.dumps({"event": event, **{k: _json_value(v) for k, v in fields.items()}}),
+              file=self.stream or sys.stdout, flush=True)
+
+    def train_begin(self, epochs: int, initial_epoch: int, num_rows: int, batch_size: int) -> None:
+        self._emit("train_begin", epochs=epochs, initial_epoch=initial_epoch, num_rows=num_rows,
+                   batch_size=batch_size)
+
+    def epoch_end(self, epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        self._emit("epoch_end", epoch=epoch, epochs=epochs, logs={k: _json_value(v) for k, v in logs.items()})
+
+    def train_end(self, logs: dict[str, float]) -> None:
+        self._emit("train_end", logs={k: _json_value(v) for k, v in logs.items()})
+
+
+def make_progress(verbose: "bool | str | Progress") -> Progress:
+    """``True``/"bar" -> BarProgress, ``False``/"quiet" -> Progress (silent), "jsonl" -> JsonlProgress."""
+    if isinstance(verbose, Progress):
+        return verbose
+    if verbose is True or verbose == "bar":
+        return BarProgress()
+    if verbose is False or verbose is None or verbose == "quiet":
+        return Progress()
+    if verbose == "jsonl":
+        return JsonlProgress()
+    raise ValueError(f"verbose must be a bool, one of {PROGRESS_MODES} or a Progress; got {verbose!r}.")
+
+
+def summary_line(epoch: int, epochs: int, logs: dict[str, float]) -> str:
+    """``epoch 3/10 (1.25s, 80,000 ex/s): loss=... top10=... val_top10=...``."""
+    parts = [f"{short_name(k)}={_fmt(v)}"
+             for k, v in logs.items() if k not in ("epoch_seconds", "examples_per_second")]
+    timing = f"{logs.get('epoch_seconds', math.nan):.2f}s"
+    if "examples_per_second" in logs:
+        timing += f", {logs['examples_per_second']:,.0f} ex/s"
+    return f"epoch {epoch}/{epochs} ({timing}): " + " ".join(parts)
+
+
+def _postfix(values: dict[str, float]) -> dict[str, str]:
+    return {short_name(k): (f"{v:,.0f}" if k == "examples_per_second" else _fmt(v)) for k, v in values.items()}
 
 
 def _fmt(value: float) -> str:
     return f"{value:.4g}"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

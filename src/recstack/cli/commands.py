@@ -1,0 +1,231 @@
+"""The ``recstack`` subcommands. Each takes the parsed arguments and returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import RecstackError
+from .output import Reporter, clean_json, format_table
+
+METRIC_COLUMNS = ("top_1_categorical_accuracy", "top_10_categorical_accuracy", "top_100_categorical_accuracy",
+                  "recall_at_10", "ndcg_at_10", "mrr")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .experiment import resume, train
+    from .main import UsageError
+
+    reporter = Reporter(args.progress)
+    if args.resume:
+        if args.config or args.overrides or args.run_dir:
+            raise UsageError("--resume RUN_DIR continues a run with its own config: do not also give CONFIG, "
+                             "--set or --run-dir.")
+        result = resume(args.resume, reporter)
+    else:
+        if not args.config:
+            raise UsageError("train needs a CONFIG file (or --resume RUN_DIR); see recstack train --help.")
+        config = load_config(args.config, args.overrides)
+        result = train(config, reporter, run_dir=args.run_dir, argv=args.argv)
+    _report_metrics(reporter, result.metrics, str(result.run_dir))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .experiment import evaluate_run, load_run, wants_test_loss
+
+    loaded = load_run(args.run_dir)
+    if not loaded.run.test.exists():
+        raise RecstackError(f"{loaded.run.root} has no test.pt (the encoded test split).")
+    protocols = [args.protocol] if args.protocol else list(loaded.config.evaluation.protocols)
+    metrics = evaluate_run(loaded.config, loaded.model, loaded.test_columns(), loaded.pre, loaded.seen, protocols,
+                           with_loss=wants_test_loss(loaded.config))
+    if args.format == "json":
+        print(json.dumps(clean_json(metrics), indent=2))
+    else:
+        _report_metrics(Reporter("quiet"), metrics, str(loaded.run.root))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from .experiment import load_run, recommend
+
+    loaded = load_run(args.run_dir)
+    result = recommend(loaded, args.user, args.k, args.exclude_seen)
+    if args.format == "json":
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    if not result["known"]:
+        print(f"note: user {args.user!r} was not in the training data; these are the recommendations for an "
+              "unknown user (cold start).")
+    seen = " (excluding seen items)" if args.exclude_seen else ""
+    print(f"Top {len(result['items'])} items for user {args.user}{seen}:")
+    print(_items_table(result["items"]))
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from .experiment import load_run, similar
+
+    result = similar(load_run(args.run_dir), args.item, args.k)
+    if args.format == "json":
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    print(f"Items most similar to {args.item} (cosine similarity):")
+    print(_items_table(result["items"]))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .experiment import load_run
+
+    serving = _serving("export")
+    loaded = load_run(args.run_dir)
+    path = export_bundle(serving, loaded, Path(args.bundle_dir))
+    print(f"exported {loaded.run.root} to {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    serving = _serving("serve")
+    run_server = getattr(serving, "run_server", None)
+    if run_server is None:
+        try:
+            from recstack.serving.server import run_server
+        except ImportError as exc:
+            raise RecstackError(f"recstack serve needs recstack.serving.server ({exc}).") from None
+    try:
+        run_server(args.bundle, args.host, args.port, args.workers)
+    except ImportError as exc:  # the server's optional dependencies (fastapi, uvicorn)
+        raise RecstackError(str(exc)) from None
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproductions import ReproduceOptions, get_reproduction
+
+    reproduction = get_reproduction(args.name)
+    result = reproduction.run(ReproduceOptions(data_dir=args.data_dir, seed=args.seed, progress=args.progress))
+    reporter = Reporter(args.progress)
+    reporter.result(result.text, {"name": args.name, "metrics": result.metrics, **result.details})
+    if args.output:
+        from .run_dir import write_json
+
+        write_json(Path(args.output), clean_json({"name": args.name, "seed": args.seed, "metrics": result.metrics,
+                                                  **result.details}))
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from ..datasets import load_movielens_100k
+
+    data = load_movielens_100k(cache_dir=args.cache_dir, progress=True)
+    print(f"MovieLens 100K is available at {data.source} ({len(data.ratings):,} ratings, "
+          f"{len(data.movies):,} movies).")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from .interactions import describe_table
+
+    columns = {role: getattr(args, role) for role in ("user", "item", "rating", "timestamp") if getattr(args, role)}
+    info = describe_table(args.path, columns, args.sep)
+    if args.format == "json":
+        print(json.dumps(info, indent=2))
+        return 0
+    mapping = ", ".join(f"{k}={v}" for k, v in info["mapping"].items()) or "none recognised (use --user/--item)"
+    lines = [f"source:     {info['source']}", f"rows:       {info['rows']:,}", f"columns:    {', '.join(info['columns'])}",
+             f"mapping:    {mapping}"]
+    if "users" in info:
+        lines.append(f"users:      {info['users']:,}")
+    if "items" in info:
+        lines.append(f"items:      {info['items']:,}")
+    if "density" in info:
+        lines.append(f"density:    {info['density']:.6f} (distinct user-item pairs / (users x items))")
+        lines.append(f"duplicates: {info['duplicate_pairs']:,} rows repeat an earlier (user, item) pair")
+    if "rating" in info:
+        r = info["rating"]
+        lines.append(f"ratings:    min {r['min']:g}, max {r['max']:g}, mean {r['mean']:.4f}, std {r['std']:.4f}, "
+                     f"missing {r['missing']}")
+        if "distribution" in r:
+            lines.append("            " + ", ".join(f"{k}: {v:,}" for k, v in r["distribution"].items()))
+    if "timestamp" in info:
+        t = info["timestamp"]
+        extra = f" ({t['min_utc']} .. {t['max_utc']})" if "min_utc" in t else ""
+        lines.append(f"timestamps: {t['min']} .. {t['max']}{extra}")
+    print("\n".join(lines))
+    return 0
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _serving(command: str) -> Any:
+    try:
+        import recstack.serving as serving
+    except ImportError as exc:
+        raise RecstackError(f"recstack {command} needs recstack.serving, which is not available in this "
+                            f"installation ({exc}).") from None
+    return serving
+
+
+def export_bundle(serving: Any, loaded: Any, bundle_dir: Path) -> Path:
+    """Adapter from a run folder to ``recstack.serving.export``.
+
+    The bundle's query field is the config's user column (e.g. ``{"user_id": "42"}``):
+    the exported query tower is ``Sequential(StringLookup, user tower)`` on raw ids. The
+    candidates are the catalogue's raw item ids with their embeddings, the seen lists are
+    the run's (items each user had before the test split), and a rating head travels along
+    when the model has one.
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    model, pre, config = loaded.model, loaded.pre, loaded.config
+    if not hasattr(model, "query_tower"):
+        raise RecstackError(f"model kind {config.model.kind!r} has no user tower to export; only two-tower "
+                            "kinds can be bundled.")
+    user_field, item_field = config.data.columns.user, config.data.columns.item
+    with torch.no_grad():
+        embeddings = model.item_embeddings(pre.catalogue())
+    item_ids = np.asarray(pre.items.get_vocabulary()[1:], dtype=str)
+    seen = loaded.seen
+    counts = (seen.indptr[1:] - seen.indptr[:-1]).numpy()
+    seen_table = {user_field: pre.users.lookup_inverse(np.repeat(np.arange(seen.num_keys), counts)),
+                  item_field: pre.items.lookup_inverse(seen.indices.numpy())}
+    head = getattr(model, "rating_head", None)
+    spec = serving.ServingSpec(query_tower=nn.Sequential(pre.users, model.query_tower), query_inputs=user_field,
+                               rating_head=head, kind="multitask" if head is not None else "two_tower")
+    try:
+        result = serving.export(spec, bundle_dir, candidate_key=item_field, candidate_identifiers=item_ids,
+                                candidate_embeddings=embeddings, seen=seen_table, seen_key=user_field,
+                                extra={"run_dir": str(loaded.run.root), "experiment": config.name,
+                                       "model_kind": config.model.kind})
+    except TypeError as exc:
+        raise RecstackError(f"recstack.serving.export does not take the arguments this command passes ({exc}); "
+                            "the CLI adapter (recstack.cli.commands.export_bundle) needs updating.") from None
+    return Path(result) if isinstance(result, (str, Path)) else bundle_dir
+
+
+def _items_table(items: list[dict[str, Any]]) -> str:
+    with_labels = any("label" in i for i in items)
+    header = ["rank", "item", *(["label"] if with_labels else []), "score"]
+    rows = [[str(r), i["item"], *([i.get("label", "")] if with_labels else []), i["score"]]
+            for r, i in enumerate(items, 1)]
+    return format_table(header, rows)
+
+
+def _report_metrics(reporter: Reporter, metrics: dict[str, Any], run_dir: str) -> None:
+    rows = []
+    for protocol, values in metrics.get("protocols", {}).items():
+        rows.append([protocol, *(values.get(f"factorized_top_k/{c}") for c in METRIC_COLUMNS)])
+    header = ["protocol", "top1", "top10", "top100", "recall@10", "ndcg@10", "mrr"]
+    text = f"Test metrics ({metrics.get('test_rows', '?')} test rows), run {run_dir}:\n" + format_table(header, rows)
+    test = metrics.get("test", {})
+    if "root_mean_squared_error" in test:
+        text += f"\nrating RMSE: {test['root_mean_squared_error']:.4f}"
+    if "loss" in test:
+        text += f"\ntest loss: {test['loss']:.4f}"
+    reporter.result(text, {"run_dir": run_dir, **clean_json(metrics)})

@@ -1,0 +1,181 @@
+"""``make demo``: MovieLens 100K through the same experiment code as ``recstack train``.
+
+1. Finds MovieLens 100K (``--data-dir``, ``$RECSTACK_DATA_DIR``, the cache, or a
+   checksum-verified download).
+2. Trains the seed experiment (configs/basic_retrieval.yaml, the TFRS retrieval
+   tutorial) and the best recstack configuration (configs/movielens_best.yaml,
+   overridden by ``recstack.models.presets.best_retrieval_config()`` when that is
+   available), plus the popularity and EASE baselines.
+3. Evaluates every model under both protocols ("seed": TFRS top-k accuracy over the
+   catalogue; "exclude-seen": per-user recall/NDCG without already-seen items),
+   prints a comparison table and recommendations for user 42, and leaves the run
+   folders (with their plots) under ``--runs-dir``.
+
+``python -m recstack.cli.demo --help`` lists the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, RecstackError
+from ..training.progress import PROGRESS_MODES
+from .config import ExperimentConfig, load_config
+from .output import Reporter, format_table
+
+#: configs/ of the source checkout (src/recstack/cli/demo.py -> repository root).
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+
+
+@dataclass
+class DemoModel:
+    label: str
+    config_file: str
+    overrides: list[str]
+    optional: bool = False   # a failure is reported in the table instead of stopping the demo
+
+
+def best_config_overrides(reporter: Reporter) -> tuple[list[str], str]:
+    """Slot for the tuned preset: ``--set`` overrides from ``presets.best_retrieval_config()``.
+
+    Returns (overrides, where they came from). Preset keys the generic two-tower model
+    has no equivalent for (timestamp features, logQ correction) are reported and skipped.
+    """
+    try:
+        from ..models.presets import best_retrieval_config
+    except ImportError:
+        return [], "configs/movielens_best.yaml"
+    preset = best_retrieval_config()
+    mapping = {"embedding_dim": "model.embedding_dim", "layer_sizes": "model.layer_sizes", "l2": "model.l2",
+               "temperature": "tasks.retrieval.temperature", "reduction": "tasks.retrieval.reduction",
+               "remove_accidental_hits": "tasks.retrieval.remove_accidental_hits",
+               "num_hard_negatives": "tasks.retrieval.num_hard_negatives",
+               "logq_correction": "tasks.retrieval.logq_correction",
+               "learning_rate": "optimizer.learning_rate", "optimizer": "optimizer.name",
+               "batch_size": "training.batch_size", "epochs": "training.epochs"}
+    overrides = []
+    for key, value in preset.items():
+        if key in mapping:
+            overrides.append(f"{mapping[key]}={_yaml(value)}")
+        elif key == "use_text":
+            overrides.append(f"model.use_item_features={_yaml(bool(value))}")
+        elif value not in (False, None, 0, 0.0):
+            reporter.note(f"the preset's {key}={value!r} has no equivalent in the generic two-tower model; skipped.")
+    return overrides, "recstack.models.presets.best_retrieval_config()"
+
+
+def _yaml(value: Any) -> str:
+    import json
+
+    return json.dumps(value)  # JSON scalars and lists are valid YAML
+
+
+def run_demo(data_dir: str | None, runs_dir: Path, progress: str, user: str = "42",
+             quick: bool = False) -> int:
+    reporter = Reporter(progress)
+    start = time.perf_counter()
+    if data_dir:
+        os.environ["RECSTACK_DATA_DIR"] = str(data_dir)  # the configs' "movielens-100k" source reads it
+    from ..datasets import load_movielens_100k
+
+    data = load_movielens_100k(progress=progress == "bar")
+    reporter.info(f"MovieLens 100K from {data.source}: {len(data.ratings):,} ratings, {len(data.movies):,} movies")
+    best_overrides, best_source = best_config_overrides(reporter)
+    models = [DemoModel("basic retrieval (seed 002)", "basic_retrieval.yaml", []),
+              DemoModel("best recstack config", "movielens_best.yaml", best_overrides),
+              DemoModel("popularity", "popularity.yaml", [], optional=True),
+              DemoModel("EASE", "ease.yaml", [], optional=True)]
+    reporter.info(f"best configuration from {best_source}")
+    if quick:  # CI-sized: one epoch each
+        for m in models:
+            m.overrides = [*m.overrides, "training.epochs=1"]
+    results: list[tuple[DemoModel, Any]] = []
+    from .experiment import train
+
+    for m in models:
+        config = _config(m)
+        reporter.info(f"\n== {m.label}: {m.config_file} ==")
+        try:
+            result = train(config, reporter, run_dir=runs_dir / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                           argv=["recstack.cli.demo"])
+        except Exception as exc:  # an optional baseline must not stop the demo
+            if not m.optional:
+                raise
+            reporter.note(f"{m.label} skipped: {exc}")
+            result = None
+        results.append((m, result))
+    reporter.result(comparison_table(results), {"models": [
+        {"label": m.label, "run_dir": str(r.run_dir) if r else None, "metrics": r.metrics if r else None}
+        for m, r in results]})
+    best = next((r for m, r in results if m.config_file == "movielens_best.yaml" and r), None)
+    if best is not None:
+        from .experiment import load_run, recommend
+
+        recs = recommend(load_run(best.run_dir), user, k=5, exclude_seen=True)
+        lines = [f"\nTop 5 new recommendations for user {user} (best configuration, seen movies excluded):"]
+        lines += [f"  {i}. {item['item']}" for i, item in enumerate(recs["items"], 1)]
+        reporter.result("\n".join(lines), recs)
+    folders = [f"  {r.run_dir}  (plots: {', '.join(p.name for p in sorted((r.run_dir / 'plots').glob('*.png'))) or 'none'})"
+               for _, r in results if r is not None]
+    reporter.info("\nRun folders:\n" + "\n".join(folders))
+    reporter.info(f"\nDemo finished in {time.perf_counter() - start:.0f}s.")
+    return 0
+
+
+def _config(m: DemoModel) -> ExperimentConfig:
+    path = CONFIG_DIR / m.config_file
+    if not path.exists():
+        raise ConfigError(f"{path} not found: the demo runs from a source checkout of recstack (configs/).")
+    return load_config(path, m.overrides)
+
+
+COLUMNS = [("seed", "top_10_categorical_accuracy", "top-10"), ("seed", "top_100_categorical_accuracy", "top-100"),
+           ("exclude-seen", "recall_at_10", "recall@10*"), ("exclude-seen", "ndcg_at_10", "ndcg@10*"),
+           ("exclude-seen", "mrr", "mrr*")]
+
+
+def comparison_table(results: list[tuple[DemoModel, Any]]) -> str:
+    """Models x metrics (seed protocol, then exclude-seen*) and training time."""
+    header = ["model", *(c[2] for c in COLUMNS), "train s"]
+    rows = []
+    for m, r in results:
+        if r is None:
+            rows.append([m.label, *([None] * len(COLUMNS)), None])
+            continue
+        protocols = r.metrics["protocols"]
+        rows.append([m.label, *(protocols.get(p, {}).get(f"factorized_top_k/{k}", math.nan) for p, k, _ in COLUMNS),
+                     f"{r.metrics.get('train_seconds', math.nan):.1f}"])
+    note = ("top-k: TFRS top-k categorical accuracy (each test rating ranks its movie among all titles); "
+            "* exclude-seen: per user, movies rated in training removed from the ranking.")
+    return "\nTest metrics (MovieLens 100K, 80/20 random split, 20,000 test ratings):\n" + \
+        format_table(header, rows) + "\n" + note
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recstack.cli.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None, help="MovieLens 100K folder (default: $RECSTACK_DATA_DIR, "
+                                                          "the cache, or a download)")
+    parser.add_argument("--runs-dir", default="runs/demo", help="where the run folders go (default: runs/demo)")
+    parser.add_argument("--user", default="42", help="user to recommend for (default: 42)")
+    parser.add_argument("--progress", choices=PROGRESS_MODES, default="bar")
+    parser.add_argument("--quick", action="store_true", help="one epoch per model (a smoke test)")
+    args = parser.parse_args(argv)
+    try:
+        return run_demo(args.data_dir, Path(args.runs_dir), args.progress, args.user, args.quick)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (RecstackError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

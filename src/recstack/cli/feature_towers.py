@@ -1,0 +1,221 @@
+"""Feature-aware towers and the generic two-tower model behind ``recstack train``.
+
+A :class:`FeatureTower` embeds entity *indices* (encoded user or item ids, 0 =
+out of vocabulary). The entity's side features live in the tower as
+persistent buffers indexed by the same id, so a batch only carries ``user``
+and ``item`` columns and the saved ``state_dict`` holds everything a
+recommendation needs::
+
+    parts  = [E_id[i]]                                         (d)
+           + [E_cat_j[C[i, j]] for each categorical column j]  (d each)
+           + [W_num N[i] + b]                                  (d, if numeric columns)
+           + [masked mean_t E_tok[T[i, t]]]                    (d, if a text column)
+    output = MLP(layer_sizes)(concat(parts))    if layer_sizes
+           = Dense(len(parts) * d -> d)(concat)  if several parts and no layer_sizes
+           = parts[0]                            otherwise (a plain id embedding)
+
+With no features and no layers the tower is exactly the id embedding of the
+TFRS basic-retrieval tutorial. The towers implement ``get_config`` /
+``from_config`` so bundles can rebuild them (recstack.serving.tower_registry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..candidates import TowerCandidates
+from ..columns import Batch
+from ..errors import ShapeError
+from ..exclusions import Exclusions
+from ..layers import MLP, Dense, Embedding
+from ..metrics import FactorizedTopK, RootMeanSquaredError
+from ..models.two_tower import TwoTowerRetrieval
+from ..tasks import Ranking, Retrieval
+
+
+class MaskedMeanEmbedding(nn.Module):
+    """Mean of token embeddings over non-padding tokens (id 0 = padding).
+
+    out_b = sum_t [x_bt != 0] E[x_bt] / max(1, sum_t [x_bt != 0]); input [B, L] -> [B, d].
+    An all-padding row gives zeros.
+    """
+
+    def __init__(self, num_tokens: int, embedding_dim: int, l2: float = 0.0):
+        super().__init__()
+        self.embedding = Embedding(num_tokens, embedding_dim, l2=l2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        mask = (tokens != 0).to(self.embedding.weight.dtype)              # [B, L]
+        summed = torch.einsum("bl,bld->bd", mask, self.embedding(tokens))  # [B, d]
+        return summed / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+class FeatureTower(nn.Module):
+    """Id embedding plus optional categorical / numeric / text features of the same entity.
+
+    Args:
+        num_ids: id vocabulary size (OOV index 0 included); also the rows of the feature tables.
+        embedding_dim: width d of every embedding part.
+        categorical_sizes: vocabulary size of each categorical feature column.
+        num_numeric: number of numeric feature columns (normalised upstream).
+        text_vocab_size: TextVectorization vocabulary size (0 = no text feature).
+        text_length: token positions per entity in the text table.
+        layer_sizes: MLP widths on top of the concatenated parts (empty = none).
+        activation: hidden activation of the MLP.
+        l2: L2 coefficient on every embedding table and dense kernel.
+
+    Input LongTensor [B] of ids -> [B, output_dim].
+    """
+
+    def __init__(self, num_ids: int, embedding_dim: int = 32, categorical_sizes: Sequence[int] = (),
+                 num_numeric: int = 0, text_vocab_size: int = 0, text_length: int = 0,
+                 layer_sizes: Sequence[int] = (), activation: str = "relu", l2: float = 0.0):
+        super().__init__()
+        self.config = {"num_ids": int(num_ids), "embedding_dim": int(embedding_dim),
+                       "categorical_sizes": [int(n) for n in categorical_sizes], "num_numeric": int(num_numeric),
+                       "text_vocab_size": int(text_vocab_size), "text_length": int(text_length),
+                       "layer_sizes": [int(n) for n in layer_sizes], "activation": activation, "l2": float(l2)}
+        d = int(embedding_dim)
+        # Created first, so a feature-less tower initialises exactly like a lone Embedding.
+        self.id_embedding = Embedding(num_ids, d, l2=l2)
+        self.categorical = nn.ModuleList(Embedding(int(n), d, l2=l2) for n in categorical_sizes)
+        self.numeric = Dense(num_numeric, d, l2=l2) if num_numeric else None
+        self.text = MaskedMeanEmbedding(text_vocab_size, d, l2=l2) if text_vocab_size else None
+        # Feature tables indexed by id; persistent so the weights file carries them.
+        self.register_buffer("categorical_table", torch.zeros(num_ids, len(self.categorical), dtype=torch.long))
+        self.register_buffer("numeric_table", torch.zeros(num_ids, int(num_numeric)))
+        self.register_buffer("text_table", torch.zeros(num_ids, int(text_length) if text_vocab_size else 0,
+                                                       dtype=torch.long))
+        num_parts = 1 + len(self.categorical) + (self.numeric is not None) + (self.text is not None)
+        if layer_sizes:
+            self.head: nn.Module = MLP(num_parts * d, list(layer_sizes), activation=activation, l2=l2)
+            self.output_dim = int(layer_sizes[-1])
+        elif num_parts > 1:
+            self.head = Dense(num_parts * d, d, l2=l2)
+            self.output_dim = d
+        else:
+            self.head = nn.Identity()
+            self.output_dim = d
+
+    def set_feature_tables(self, categorical: torch.Tensor | None = None, numeric: torch.Tensor | None = None,
+                           text: torch.Tensor | None = None) -> None:
+        """Fill the per-id feature tables: categorical [N, n_cat] long, numeric [N, n_num], text [N, L] long."""
+        for name, value in (("categorical_table", categorical), ("numeric_table", numeric), ("text_table", text)):
+            if value is None:
+                continue
+            current = getattr(self, name)
+            if tuple(value.shape) != tuple(current.shape):
+                raise ShapeError(f"{name} must have shape {tuple(current.shape)}; got {tuple(value.shape)}.")
+            current.copy_(value.to(current.dtype))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.long()
+        parts = [self.id_embedding(ids)]
+        if len(self.categorical):
+            codes = self.categorical_table[ids]                            # [B, n_cat]
+            parts.extend(emb(codes[:, j]) for j, emb in enumerate(self.categorical))
+        if self.numeric is not None:
+            parts.append(self.numeric(self.numeric_table[ids]))
+        if self.text is not None:
+            parts.append(self.text(self.text_table[ids]))
+        features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return self.head(features)
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON); the feature tables travel in the state_dict."""
+        return dict(self.config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "FeatureTower":
+        return cls(**config)
+
+
+class FeatureTwoTower(TwoTowerRetrieval):
+    """TwoTowerRetrieval over :class:`FeatureTower` s, with an optional rating head.
+
+    Batches carry ``user`` and ``item`` (LongTensor ids), ``query_key`` (LongTensor,
+    one value per distinct raw user, for per-user metrics), and optionally ``rating``
+    and ``weight`` (float32).
+
+        loss = w_retrieval * Retrieval(q, c) + w_rating * MSE(rating, head(concat(q, c)))
+
+    With ``logq_correction`` the training logits are corrected by the items' training
+    frequencies (``item_probability``, filled by :meth:`set_item_probability`).
+
+    where ``head`` is an MLP ending in one unit. The retrieval metric ranks the
+    catalogue (``catalogue``: item ids) with FactorizedTopK, optionally excluding
+    ``exclude`` per query key (the "exclude seen" protocol).
+    """
+
+    def __init__(self, query_tower: FeatureTower, candidate_tower: FeatureTower, catalogue: torch.Tensor, *,
+                 retrieval_weight: float = 1.0, rating_weight: float = 0.0,
+                 rating_layer_sizes: Sequence[int] = (64, 32), temperature: float | None = None,
+                 remove_accidental_hits: bool = False, num_hard_negatives: int | None = None,
+                 reduction: str = "sum", ks: Sequence[int] = (1, 5, 10, 50, 100),
+                 exclude: Exclusions | None = None, per_user_metrics: bool = False,
+                 use_weight: bool = False, train_metrics: bool = False, activation: str = "relu",
+                 logq_correction: bool = False):
+        if query_tower.output_dim != candidate_tower.output_dim:
+            raise ShapeError(f"the user tower outputs {query_tower.output_dim} values but the item tower "
+                             f"{candidate_tower.output_dim}; give both the same final width.")
+        catalogue = torch.as_tensor(catalogue).long()
+        metric = FactorizedTopK(TowerCandidates(candidate_tower, catalogue), catalogue, ks=ks, exclude=exclude)
+        task = Retrieval(metrics=metric, temperature=temperature, remove_accidental_hits=remove_accidental_hits,
+                         num_hard_negatives=num_hard_negatives, reduction=reduction)
+        super().__init__(query_tower, candidate_tower, task, query_inputs="user", candidate_inputs="item",
+                         candidate_id="item",
+                         query_key="query_key" if (per_user_metrics or exclude is not None) else None,
+                         sample_weight="weight" if use_weight else None, train_metrics=train_metrics)
+        self.retrieval_weight = float(retrieval_weight)
+        self.rating_weight = float(rating_weight)
+        self.catalogue = catalogue
+        self.logq_correction = bool(logq_correction)
+        # P(item) in the training rows, for logQ correction; a buffer so it is saved with the weights.
+        self.register_buffer("item_probability",
+                             torch.zeros(candidate_tower.config["num_ids"] if logq_correction else 0))
+        if self.rating_weight > 0:
+            width = query_tower.output_dim * 2
+            self.rating_head: nn.Module | None = MLP(width, [*rating_layer_sizes, 1], activation=activation)
+            self.rating_task: Ranking | None = Ranking(metrics=[RootMeanSquaredError()])
+        else:
+            self.rating_head = None
+            self.rating_task = None
+
+    # The factorized-model contract used for evaluation, recommend and similar.
+    def user_embeddings(self, users: torch.Tensor) -> torch.Tensor:
+        """[B] user ids -> [B, d]."""
+        return self.query_tower(users)
+
+    def item_embeddings(self, items: torch.Tensor) -> torch.Tensor:
+        """[B] item ids -> [B, d]."""
+        return self.candidate_tower(items)
+
+    def set_item_probability(self, items: torch.Tensor) -> None:
+        """P(item) = count(item) / n over the training rows' item ids (for logQ correction)."""
+        counts = torch.bincount(items.long().cpu(), minlength=self.item_probability.shape[0]).float()
+        self.item_probability.copy_(counts / max(int(items.shape[0]), 1))
+
+    def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
+        q = self.query_embeddings(batch)
+        c = self.candidate_embeddings(batch)
+        weight = batch[self.sample_weight] if self.sample_weight else None
+        total = q.new_zeros(())
+        if self.retrieval_weight > 0 or not training:
+            probability = self.item_probability[batch["item"]] if self.logq_correction and training else None
+            loss = self.task(q, c, sample_weight=weight, candidate_ids=batch["item"],
+                             candidate_sampling_probability=probability,
+                             query_keys=batch[self.query_key] if self.query_key else None,
+                             compute_metrics=self.train_metrics or not training)
+            total = total + self.retrieval_weight * loss
+        if self.rating_task is not None:
+            assert self.rating_head is not None
+            predicted = self.rating_head(torch.cat([q, c], dim=1)).squeeze(-1)
+            total = total + self.rating_weight * self.rating_task(batch["rating"], predicted, sample_weight=weight)
+        return total
+
+
+__all__ = ["FeatureTower", "FeatureTwoTower", "MaskedMeanEmbedding"]

@@ -1,0 +1,161 @@
+"""The ``recstack`` command line: argument parsing, dispatch and exit codes.
+
+Exit codes: 0 success; 1 runtime failure (bad data, missing files, a failed
+run); 2 usage error (bad arguments, invalid config); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from ..errors import ConfigError, RecstackError
+from ..training.progress import PROGRESS_MODES
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(ConfigError):
+    """A command-line combination that cannot work (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import commands
+    from .model_kinds import get_model_kind, model_kind_names
+    from .reproductions import descriptions
+
+    kinds = "\n".join(f"  {n:<12} {get_model_kind(n).description}" for n in model_kind_names())
+    parser = argparse.ArgumentParser(
+        prog="recstack", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Config-driven recommender experiments: train, evaluate, recommend, export, serve.",
+        epilog="Run 'recstack COMMAND --help' for a command's options. Exit codes: 0 ok, 1 runtime failure, "
+               "2 usage or config error.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def command(name: str, help_text: str, func, description: str | None = None, epilog: str | None = None):
+        p = sub.add_parser(name, help=help_text, description=description or help_text, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    def progress_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
+                       help="bar: progress bars and summaries; quiet: results only; jsonl: JSON lines on stdout "
+                            "(default: bar)")
+
+    def format_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+
+    p = command("train", "train a model from a config file (or resume an interrupted run)", commands.cmd_train,
+                epilog="model kinds (model.kind):\n" + kinds + "\n\nexamples:\n"
+                       "  recstack train configs/basic_retrieval.yaml\n"
+                       "  recstack train my.yaml --set training.epochs=20 --set model.layer_sizes=[64,32]\n"
+                       "  recstack train --resume runs/my-20250101-120000")
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="experiment config (.yaml, .yml, .toml or .json)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. training.epochs=5 (repeatable; values are YAML)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--run-dir", metavar="DIR", help="run folder to create (default: output.runs_dir/NAME-TIME)")
+    progress_option(p)
+
+    p = command("evaluate", "evaluate a trained run on its test split", commands.cmd_evaluate)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--protocol", choices=("seed", "exclude-seen"),
+                   help="seed: rank each test item among all items (TFRS top-k accuracy); exclude-seen: per-user "
+                        "metrics with items seen before the test split removed (default: the config's protocols)")
+    format_option(p)
+
+    p = command("recommend", "top-k items for a user of a trained run", commands.cmd_recommend)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--user", required=True, metavar="ID", help="raw user id as in the data")
+    p.add_argument("-k", type=_positive_int, default=10, help="number of items (default: 10)")
+    p.add_argument("--exclude-seen", action="store_true", help="leave out items the user interacted with before "
+                                                               "the test split")
+    format_option(p)
+
+    p = command("similar", "items most similar to an item (cosine of item embeddings)", commands.cmd_similar)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--item", required=True, metavar="ID", help="raw item id as in the data")
+    p.add_argument("-k", type=_positive_int, default=10, help="number of items (default: 10)")
+    format_option(p)
+
+    p = command("export", "export a trained run as a serving bundle (recstack.serving)", commands.cmd_export)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("bundle_dir", metavar="BUNDLE_DIR")
+
+    p = command("serve", "serve a bundle over HTTP (recstack.serving)", commands.cmd_serve)
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, default=8000, help="port (default: 8000)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default: 1)")
+
+    listing = "\n".join(f"  {n:<18} {d}" for n, d in descriptions().items())
+    p = command("reproduce", "run a seed experiment (tutorial reproduction) by name", commands.cmd_reproduce,
+                epilog="experiments:\n" + listing)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--data-dir", help="MovieLens directory (default: $RECSTACK_DATA_DIR, the cache, or a download)")
+    p.add_argument("--seed", type=int, default=0, help="model initialisation seed (default: 0)")
+    p.add_argument("--output", metavar="FILE", help="also write the metrics as JSON to FILE")
+    progress_option(p)
+
+    data = command("data", "fetch datasets and describe interaction files", None)
+    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data_sub.required = True
+    p = data_sub.add_parser("fetch", help="download a dataset into the cache (checksum-verified)",
+                            description="Download a dataset into the cache (checksum-verified): movielens-100k.")
+    p.set_defaults(func=commands.cmd_data_fetch)
+    p.add_argument("dataset", choices=("movielens-100k",))
+    p.add_argument("--cache-dir", help="cache root (default: $RECSTACK_CACHE_DIR or ~/.cache/recstack)")
+    p = data_sub.add_parser("info", help="rows, users, items, density, ratings and time range of interactions",
+                            description="Describe an interactions table: a CSV/Parquet file, an ml-100k folder, "
+                                        "or movielens-100k. Columns are guessed from common names unless given.")
+    p.set_defaults(func=commands.cmd_data_info)
+    p.add_argument("path", metavar="PATH")
+    for role in ("user", "item", "rating", "timestamp"):
+        p.add_argument(f"--{role}", metavar="COLUMN", help=f"{role} column")
+    p.add_argument("--sep", default=",", help="CSV separator (default: ',')")
+    format_option(p)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (never calls sys.exit itself)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    args.argv = ["recstack", *argv]
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RecstackError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # a bug: show the traceback, still exit 1
+        traceback.print_exc()
+        print("error: recstack failed unexpectedly (traceback above); please report it.", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

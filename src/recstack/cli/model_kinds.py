@@ -1,0 +1,259 @@
+"""The model-kind registry: ``model.kind`` in a config -> a builder function.
+
+Adding a model to ``recstack train`` is one call::
+
+    @dataclass
+    class MyParams:                 # the hyperparameters allowed under `model:` (validated, typed)
+        embedding_dim: int = 32
+
+    def build_my_model(ctx: ModelContext, params: MyParams) -> recstack.Model: ...
+
+    register_model_kind("my_model", build_my_model, MyParams, "one-line description")
+
+Builder contract
+----------------
+``builder(ctx, params)`` returns a :class:`recstack.Model` that
+
+* trains on :class:`recstack.Columns` with ``user`` and ``item`` (LongTensor ids from
+  the run's vocabularies, 0 = unknown), ``query_key`` (LongTensor, one value per
+  distinct raw user: per-user metrics) and, when the data has them, ``rating`` and
+  ``weight`` (float32). Gradient-trained kinds are trained by ``model.fit`` with the
+  config's optimizer; kinds registered with ``gradient_trained=False`` get one
+  ``model.fit(train_columns)`` call (closed form: no optimizer, no epochs, no checkpoints);
+* implements ``user_embeddings(users [B]) -> [B, d]`` and ``item_embeddings(items [B]) -> [B, d]``
+  (score = dot product); evaluation protocols, ``recommend`` and ``similar`` use only these;
+* keeps everything it learns in its ``state_dict`` (parameters or persistent buffers) with
+  shapes that depend on ``ctx`` alone: a saved run is reloaded by calling the builder again
+  with ``ctx.train = None`` and ``load_state_dict(torch.load(model.pt, weights_only=True))``.
+  Closed-form models must therefore allocate their buffers at full size in the builder;
+* is built from ``ctx`` only (the caller seeds torch before the call, so initialisation
+  is reproducible); per-epoch validation metrics come from the model's own Task metrics,
+  configured from ``ctx.ks``, ``ctx.exclude`` and ``ctx.validation_protocol``.
+
+Slots: the deep-retrieval, multitask and AutoRec kinds register here the same way once
+their models land (see the bottom of this module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..columns import Columns
+from ..errors import ConfigError
+from ..exclusions import Exclusions
+from ..models.base import Model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import TasksConfig
+
+
+@dataclass
+class FeatureSpec:
+    """Shapes of one side's feature tables (see :class:`~recstack.cli.feature_towers.FeatureTower`)."""
+
+    categorical_sizes: list[int] = field(default_factory=list)
+    num_numeric: int = 0
+    text_vocab_size: int = 0
+    text_length: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.categorical_sizes and not self.num_numeric and not self.text_vocab_size
+
+
+@dataclass
+class ModelContext:
+    """Everything a builder may use.
+
+    Attributes:
+        num_users, num_items: id vocabulary sizes (OOV index 0 included): embedding rows.
+        catalogue: [C] item ids that can be recommended (1 .. num_items - 1).
+        user_features, item_features: feature-table shapes (empty specs when none).
+        feature_tables: {"user"/"item": {"categorical"/"numeric"/"text": tensor}} to load
+            into the towers (None when rebuilding a saved run: the state_dict has them).
+        tasks: the config's tasks section (weights, retrieval loss options).
+        ks: FactorizedTopK cut-offs.
+        validation_protocol: "seed" or "exclude-seen" (per-epoch validation metrics).
+        exclude: seen items per query key for "exclude-seen" validation (None otherwise).
+        has_rating, has_weight: whether batches carry ``rating`` / ``weight``.
+        train_metrics: compute retrieval metrics during training too.
+        train: encoded training rows (None when rebuilding a saved run).
+    """
+
+    num_users: int
+    num_items: int
+    catalogue: torch.Tensor
+    tasks: "TasksConfig"
+    user_features: FeatureSpec = field(default_factory=FeatureSpec)
+    item_features: FeatureSpec = field(default_factory=FeatureSpec)
+    feature_tables: dict[str, dict[str, torch.Tensor]] | None = None
+    ks: tuple[int, ...] = (1, 5, 10, 50, 100)
+    validation_protocol: str = "seed"
+    exclude: Exclusions | None = None
+    has_rating: bool = False
+    has_weight: bool = False
+    train_metrics: bool = False
+    train: Columns | None = None
+
+
+Builder = Callable[[ModelContext, Any], Model]
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    name: str
+    builder: Builder
+    params: type
+    description: str = ""
+    gradient_trained: bool = True
+
+
+_KINDS: dict[str, ModelKind] = {}
+
+
+def register_model_kind(name: str, builder: Builder, params: type | None = None, description: str = "",
+                        gradient_trained: bool = True, replace: bool = False) -> ModelKind:
+    """Make ``model.kind: name`` available to configs (see the module docstring for the contract).
+
+    Args:
+        name: the kind's name in configs.
+        builder: ``builder(ctx: ModelContext, params) -> recstack.Model``.
+        params: a dataclass of hyperparameters (every field needs a default); the keys under
+            ``model:`` besides ``kind`` are validated against it. None: no hyperparameters.
+        description: one line for ``recstack --help`` listings.
+        gradient_trained: False for closed-form models (one ``fit(train)`` call).
+        replace: allow re-registering an existing name.
+    """
+    if name in _KINDS and not replace:
+        raise ConfigError(f"model kind {name!r} is already registered; pass replace=True to override it.")
+    kind = ModelKind(name, builder, params or _NoParams, description, gradient_trained)
+    _KINDS[name] = kind
+    return kind
+
+
+def get_model_kind(name: str) -> ModelKind:
+    try:
+        return _KINDS[name]
+    except KeyError:
+        from .config import suggest
+
+        raise ConfigError(f"unknown model kind {name!r}{suggest(name, list(_KINDS))}; "
+                          f"registered: {', '.join(sorted(_KINDS))}.") from None
+
+
+def model_kind_names() -> list[str]:
+    return sorted(_KINDS)
+
+
+@dataclass
+class _NoParams:
+    pass
+
+
+# -- built-in kinds --------------------------------------------------------------------------------
+@dataclass
+class TwoTowerParams:
+    """Hyperparameters of the generic feature-aware two-tower model.
+
+    ``layer_sizes``: MLP widths on top of each tower's concatenated parts (empty: a
+    linear projection when there are features, nothing otherwise).
+    ``rating_layer_sizes``: hidden widths of the rating head (used when tasks.rating.weight > 0).
+    """
+
+    embedding_dim: int = 32
+    layer_sizes: list[int] = field(default_factory=list)
+    activation: str = "relu"
+    l2: float = 0.0
+    use_user_features: bool = True
+    use_item_features: bool = True
+    rating_layer_sizes: list[int] = field(default_factory=lambda: [64, 32])
+
+
+def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
+    from ..layers import make_activation
+    from .feature_towers import FeatureTower, FeatureTwoTower
+
+    try:
+        make_activation(p.activation)
+    except ValueError as exc:
+        raise ConfigError(f"model.activation: {exc}") from None
+    if p.embedding_dim < 1 or any(n < 1 for n in [*p.layer_sizes, *p.rating_layer_sizes]):
+        raise ConfigError("model.embedding_dim and every layer width must be >= 1.")
+    user_spec = ctx.user_features if p.use_user_features else FeatureSpec()
+    item_spec = ctx.item_features if p.use_item_features else FeatureSpec()
+    towers = []
+    for num_ids, spec in ((ctx.num_users, user_spec), (ctx.num_items, item_spec)):
+        towers.append(FeatureTower(num_ids, p.embedding_dim, spec.categorical_sizes, spec.num_numeric,
+                                   spec.text_vocab_size, spec.text_length, p.layer_sizes, p.activation, p.l2))
+    query, candidate = towers
+    if ctx.feature_tables is not None:
+        for side, tower, spec in (("user", query, user_spec), ("item", candidate, item_spec)):
+            tables = ctx.feature_tables.get(side, {})
+            if not spec.empty and tables:
+                tower.set_feature_tables(**tables)
+    r = ctx.tasks.retrieval
+    model = FeatureTwoTower(
+        query, candidate, ctx.catalogue, retrieval_weight=r.weight, rating_weight=ctx.tasks.rating.weight,
+        rating_layer_sizes=p.rating_layer_sizes, temperature=r.temperature,
+        remove_accidental_hits=r.remove_accidental_hits, num_hard_negatives=r.num_hard_negatives,
+        reduction=r.reduction, ks=ctx.ks, exclude=ctx.exclude,
+        per_user_metrics=ctx.validation_protocol == "exclude-seen", use_weight=ctx.has_weight,
+        train_metrics=ctx.train_metrics, activation=p.activation, logq_correction=r.logq_correction)
+    if r.logq_correction and ctx.train is not None:
+        model.set_item_probability(ctx.train["item"])
+    return model
+
+
+@dataclass
+class PopularityParams:
+    """``tie_break``: equal counts rank by item id instead of all counting in the positive's favour."""
+
+    tie_break: bool = True
+
+
+def build_popularity(ctx: ModelContext, p: PopularityParams) -> Model:
+    from ..models.baselines import Popularity
+
+    model = Popularity(ctx.num_items, tie_break=p.tie_break, **_baseline_kwargs(ctx))
+    model.counts = torch.zeros(ctx.num_items, dtype=torch.float64)  # full size: see the builder contract
+    return model
+
+
+@dataclass
+class EASEParams:
+    """``l2``: the ridge penalty λ of EASE's closed form (tune it on validation data)."""
+
+    l2: float = 500.0
+
+
+def build_ease(ctx: ModelContext, p: EASEParams) -> Model:
+    from ..models.baselines import EASE
+
+    model = EASE(ctx.num_items, ctx.num_users, l2=p.l2, **_baseline_kwargs(ctx))
+    model.X = torch.zeros(ctx.num_users, ctx.num_items, dtype=model.dtype)
+    model.B = torch.zeros(ctx.num_items, ctx.num_items, dtype=model.dtype)
+    return model
+
+
+def _baseline_kwargs(ctx: ModelContext) -> dict[str, Any]:
+    return {"candidate_ids": ctx.catalogue, "exclude": ctx.exclude, "user_column": "user", "item_column": "item",
+            "query_key": "query_key", "ks": ctx.ks}
+
+
+register_model_kind("two_tower", build_two_tower, TwoTowerParams,
+                    "two-tower retrieval over id embeddings + optional user/item features (rating head optional)")
+register_model_kind("popularity", build_popularity, PopularityParams,
+                    "most-interacted items first (closed form)", gradient_trained=False)
+register_model_kind("ease", build_ease, EASEParams, "EASE linear item-item autoencoder (closed form)",
+                    gradient_trained=False)
+# Slots, one line each once the models land in recstack.models:
+# register_model_kind("deep_retrieval", build_deep_retrieval, DeepRetrievalParams, "TFRS deep retrieval towers")
+# register_model_kind("multitask", build_multitask, MultitaskParams, "joint retrieval + rating (TFRS multitask)")
+# register_model_kind("autorec", build_autorec, AutoRecParams, "AutoRec rating autoencoder")
+
+__all__ = ["EASEParams", "FeatureSpec", "ModelContext", "ModelKind", "PopularityParams", "TwoTowerParams",
+           "get_model_kind", "model_kind_names", "register_model_kind"]

@@ -1,0 +1,266 @@
+"""Run folders: what a training run leaves on disk, written atomically.
+
+Layout of ``RUN/``::
+
+    config.yaml            the full config (defaults included); `train --resume` reads it
+    environment.json       Python/library versions, platform, device, command line
+    data.json              fingerprint (sha256 + size of every input file), row counts,
+                           split sizes, users/items, what was done about duplicates and cold start
+    preprocessing.json     fitted vocabularies and feature layers (JSON, no pickle)
+    item_labels.json       display text per item id (only with an item text column)
+    seen.pt                items each user had before the test split (exclude-seen, recommend)
+    test.pt                the encoded test split (evaluate needs no data files)
+    history.csv/.json      per-epoch losses and metrics (rewritten after every epoch)
+    checkpoints/epoch-NNNN.pt  model + optimizer state, epoch, history, torch RNG state
+    model.pt               final weights (state_dict)
+    metrics.json           final test metrics per evaluation protocol
+    plots/*.png            loss, validation metrics, RMSE per epoch (with matplotlib)
+    tensorboard/           event files (with `output.tensorboard: true` and tensorboard)
+    status.json            {"state": "running" | "completed" | "failed", "epoch": ...}
+
+Every ``.pt`` file holds only tensors and plain containers: it loads with
+``torch.load(path, weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from ..errors import ConfigError, DataError
+from ..exclusions import Exclusions
+from ..training.history import History
+
+CHECKPOINT_FORMAT = "recstack.checkpoint"
+_CHECKPOINT_RE = re.compile(r"^epoch-(\d+)\.pt$")
+
+
+@dataclass
+class RunDir:
+    """Paths of one run folder."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    config = property(lambda self: self.root / "config.yaml")
+    environment = property(lambda self: self.root / "environment.json")
+    data = property(lambda self: self.root / "data.json")
+    preprocessing = property(lambda self: self.root / "preprocessing.json")
+    item_labels = property(lambda self: self.root / "item_labels.json")
+    seen = property(lambda self: self.root / "seen.pt")
+    test = property(lambda self: self.root / "test.pt")
+    history_csv = property(lambda self: self.root / "history.csv")
+    history_json = property(lambda self: self.root / "history.json")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    model = property(lambda self: self.root / "model.pt")
+    metrics = property(lambda self: self.root / "metrics.json")
+    plots = property(lambda self: self.root / "plots")
+    tensorboard = property(lambda self: self.root / "tensorboard")
+    status = property(lambda self: self.root / "status.json")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path) -> "RunDir":
+        """A new, empty run folder (an existing non-empty one is refused)."""
+        root = Path(root)
+        if root.exists() and any(root.iterdir()):
+            raise ConfigError(f"run folder {root} already exists and is not empty; pass another --run-dir, "
+                              f"or continue it with: recstack train --resume {root}")
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root)
+
+    @classmethod
+    def open(cls, root: Path, need: tuple[str, ...] = ("config",)) -> "RunDir":
+        """An existing run folder holding the files named in ``need`` (attribute names)."""
+        run = cls(Path(root))
+        if not run.root.is_dir():
+            raise DataError(f"run folder {run.root} does not exist.")
+        missing = [getattr(run, n).name for n in need if not getattr(run, n).exists()]
+        if missing:
+            hint = ("; the run has not finished: continue it with recstack train --resume "
+                    f"{run.root}" if "model" in need and run.config.exists() else "")
+            raise DataError(f"{run.root} is not a complete recstack run folder: missing {', '.join(missing)}{hint}.")
+        return run
+
+    def write_status(self, state: str, **extra: Any) -> None:
+        atomic_write_json(self.status, {"state": state, "updated": _now(), **extra})
+
+    def read_json(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from exc
+
+    # -- tensors ---------------------------------------------------------------------------------
+    @staticmethod
+    def save_tensors(path: Path, obj: Any) -> None:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @staticmethod
+    def load_tensors(path: Path) -> Any:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise DataError(f"{path} does not exist.") from None
+        except Exception as exc:  # truncated or foreign file
+            raise DataError(f"{path} is not a readable recstack tensor file: {exc}") from exc
+
+    def save_seen(self, seen: Exclusions) -> None:
+        self.save_tensors(self.seen, seen.state_dict())
+
+    def load_seen(self) -> Exclusions:
+        state = self.load_tensors(self.seen)
+        return Exclusions(state["indptr"], state["indices"])
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch-{epoch:04d}.pt"
+
+    def save_checkpoint(self, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                        history: History, keep: int) -> Path:
+        """Write ``checkpoints/epoch-NNNN.pt`` atomically, then drop all but the ``keep`` newest."""
+        state = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": int(epoch), "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict() if optimizer is not None else {},
+                 "history": history.to_dict(), "torch_rng_state": torch.get_rng_state()}
+        path = self.checkpoint_path(epoch)
+        self.save_tensors(path, state)
+        for old in self.list_checkpoints()[keep:]:
+            old[1].unlink(missing_ok=True)
+        return path
+
+    def list_checkpoints(self) -> list[tuple[int, Path]]:
+        """(epoch, path), newest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir() if (m := _CHECKPOINT_RE.match(p.name))]
+        return sorted(found, reverse=True)
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        """The newest checkpoint that loads (older ones are tried if the newest is unreadable)."""
+        for _, path in self.list_checkpoints():
+            try:
+                state = self.load_tensors(path)
+            except DataError:
+                continue
+            if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+                return state
+        return None
+
+    # -- history, plots --------------------------------------------------------------------------------
+    def save_history(self, history: History) -> None:
+        history.save_csv(self.history_csv)
+        history.save_json(self.history_json)
+
+
+def environment_info(device: str, argv: list[str] | None = None) -> dict[str, Any]:
+    """Versions and platform, for environment.json."""
+    import numpy
+    import pandas
+
+    from .. import __version__
+
+    versions: dict[str, str | None] = {"recstack": __version__, "python": platform.python_version(),
+                                       "torch": torch.__version__, "numpy": numpy.__version__,
+                                       "pandas": pandas.__version__}
+    for name in ("yaml", "pyarrow", "matplotlib", "tqdm"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # not installed, or no __version__
+            versions[name] = None
+    return {"created": _now(), "versions": versions, "platform": platform.platform(),
+            "machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": device, "cuda_available": torch.cuda.is_available(),
+            "command": argv if argv is not None else sys.argv, "cwd": os.getcwd()}
+
+
+def fingerprint(files: list[Path]) -> list[dict[str, Any]]:
+    """sha256 and size of every input file."""
+    return [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files]
+
+
+def write_plots(history: History, folder: Path) -> tuple[list[Path], str | None]:
+    """PNG plots of the history; returns (written files, note) — the note explains a skip."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], "plots skipped: matplotlib is not installed (pip install matplotlib)."
+    h, epochs = history.history, history.epochs
+    if not epochs:
+        return [], "plots skipped: the history has no epochs."
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def plot(name: str, keys: list[str], title: str, ylabel: str) -> None:
+        keys = [k for k in keys if k in h and any(v == v for v in h[k])]  # v == v: not NaN
+        if not keys:
+            return
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for key in keys:
+            points = [(e, v) for e, v in zip(epochs, h[key]) if v == v]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+        plt.close(fig)
+        path = folder / f"{name}.png"
+        atomic_write_bytes(path, buffer.getvalue())
+        written.append(path)
+
+    plot("loss", ["loss", "total_loss", "val_loss", "val_total_loss"], "Loss per epoch", "loss")
+    metric_keys = [k for k in h if "factorized_top_k/" in k and re.search(r"(top_\d+_categorical|recall_at|ndcg_at)", k)]
+    val_keys = [k for k in metric_keys if k.startswith("val_")]
+    plot("metrics", val_keys or metric_keys,
+         "Validation metrics per epoch" if val_keys else "Training metrics per epoch", "metric")
+    plot("rmse", [k for k in ("root_mean_squared_error", "val_root_mean_squared_error") if k in h],
+         "RMSE per epoch", "RMSE")
+    return written, None
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write_text(path, text)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_json(path, obj)
+
+
+def default_run_dir(runs_dir: str, name: str) -> Path:
+    """``runs_dir/<name>-<YYYYmmdd-HHMMSS>`` (a numeric suffix if that exists already)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+    base = Path(runs_dir) / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+__all__ = ["RunDir", "default_run_dir", "environment_info", "fingerprint", "write_json", "write_plots",
+           "write_text"]

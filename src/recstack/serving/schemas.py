@@ -1,0 +1,89 @@
+"""Request and response models of the HTTP API (pydantic, from the ``serve`` extra).
+
+Requests forbid unknown fields, so a typo (``"exlude_seen"``) is a 422 naming
+the field rather than a silently ignored option. Limits that depend on the
+server's settings (k, batch size, list lengths) are checked in the handlers
+with messages that quote the limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+QueryValue = str | int | float
+ItemId = str | int
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(_Strict):
+    """One query (``query``) or a batch (``queries``); the same k and filters for all."""
+
+    query: dict[str, QueryValue] | None = Field(
+        None, description="Raw query fields, e.g. {\"user_id\": \"42\"}.", examples=[{"user_id": "42"}])
+    queries: list[dict[str, QueryValue]] | None = Field(
+        None, description="A batch of queries (at most the server's max_batch).")
+    k: int = Field(10, ge=1, description="Items per query (at most the server's max_k).")
+    exclude_seen: bool = Field(True, description="Drop items the query key already interacted with.")
+    allow: list[ItemId] | None = Field(None, description="Only these item ids may be returned.")
+    exclude: list[ItemId] | None = Field(None, description="Item ids never to return.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "RecommendRequest":
+        if (self.query is None) == (self.queries is None):
+            raise ValueError('pass exactly one of "query" (one query) or "queries" (a list of queries)')
+        if self.queries is not None and len(self.queries) == 0:
+            raise ValueError('"queries" is empty; pass at least one query')
+        return self
+
+    def batch(self) -> list[dict[str, QueryValue]]:
+        return [self.query] if self.query is not None else list(self.queries or [])
+
+
+class Result(BaseModel):
+    items: list[Any] = Field(description="Raw item ids, best first.")
+    scores: list[float] = Field(description="Inner-product scores, descending.")
+    cold_start: bool = Field(False, description="The query fell back to the out-of-vocabulary embedding.")
+    oov_fields: list[str] = Field(default_factory=list, description="Query fields that were out of vocabulary.")
+
+
+class RecommendResponse(BaseModel):
+    results: list[Result]
+    index: str = Field(description="Index kind that answered (brute_force, faiss_ivf, scann).")
+    exact: bool = Field(description="Whether the index search is exact.")
+    bundle: str = Field(description="Digest of the bundle that answered.")
+
+
+class SimilarResponse(BaseModel):
+    item: Any
+    result: Result
+    index: str
+    exact: bool
+    bundle: str
+
+
+class PredictRequest(_Strict):
+    query: dict[str, QueryValue] = Field(description="Raw query fields.", examples=[{"user_id": "42"}])
+    items: list[ItemId] = Field(min_length=1, description="Item ids to rate for this query.")
+
+
+class PredictResponse(BaseModel):
+    items: list[Any]
+    ratings: list[float]
+    cold_start: bool
+    oov_fields: list[str]
+    bundle: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,159 @@
+"""Config files: YAML/TOML loading, --set overrides, and the validation messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recstack.cli.config import (
+    ExperimentConfig,
+    TrainingConfig,
+    apply_overrides,
+    dump_config,
+    load_config,
+    parse_config,
+)
+from recstack.cli.main import main
+from recstack.cli.model_kinds import TwoTowerParams
+from recstack.errors import ConfigError
+
+from .conftest import BASE, merge
+
+
+def errors_of(raw: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, source="cfg.yaml")
+    return str(info.value)
+
+
+def test_defaults_and_types(write_config):
+    config = load_config(write_config())
+    assert isinstance(config, ExperimentConfig)
+    assert config.training == TrainingConfig(epochs=2, batch_size=64)
+    assert config.model.kind == "two_tower" and config.model.params == TwoTowerParams(embedding_dim=8)
+    assert Path(config.data.interactions).is_absolute() and config.data.interactions.endswith("ratings.csv")
+
+
+def test_unknown_keys_suggest_the_closest_valid_key():
+    message = errors_of(merge(BASE, {"traning": {"epochs": 3}, "training": {"epocs": 3}}))
+    assert "traning: unknown key (did you mean 'training'?)" in message
+    assert "training.epocs: unknown key (did you mean 'epochs'?)" in message
+    assert "valid keys here:" in message and "batch_size" in message
+
+
+def test_unknown_model_hyperparameter_names_the_kind():
+    message = errors_of(merge(BASE, {"model": {"kind": "two_tower", "embeding_dim": 8}}))
+    assert "model.embeding_dim: unknown key for model kind 'two_tower' (did you mean 'embedding_dim'?)" in message
+
+
+def test_unknown_model_kind_lists_the_registered_ones():
+    message = errors_of(merge(BASE, {"model": {"kind": "two_towers"}}))
+    assert "unknown model kind 'two_towers' (did you mean 'two_tower'?)" in message
+    assert "popularity" in message and "ease" in message
+
+
+def test_wrong_types_are_reported_with_their_path():
+    message = errors_of(merge(BASE, {"training": {"epochs": "ten", "shuffle": "yes please"},
+                                     "evaluation": {"ks": [1, "five"]}, "model": {"layer_sizes": 64},
+                                     "optimizer": {"learning_rate": True}}))
+    assert "training.epochs: expected an integer, got 'ten' (str)" in message
+    assert "training.shuffle: expected true/false, got 'yes please' (str)" in message
+    assert "evaluation.ks[1]: expected an integer, got 'five' (str)" in message
+    assert "model.layer_sizes: expected a list of an integer, got 64 (int)" in message
+    assert "optimizer.learning_rate: expected a number, got true (a boolean)" in message
+
+
+def test_choices_and_ranges():
+    message = errors_of(merge(BASE, {"split": {"method": "randm", "train_fraction": 1.5},
+                                     "training": {"epochs": 0}}))
+    assert "split.method: must be one of 'random', 'temporal', 'leave-last-out'; got 'randm' " \
+           "(did you mean 'random'?)" in message
+    assert "split.train_fraction: must be in (0, 1), got 1.5" in message
+    assert "training.epochs: must be >= 1, got 0" in message
+
+
+def test_missing_required_and_inconsistent_sections():
+    raw = merge(BASE, {})
+    del raw["data"]["interactions"]
+    assert "data.interactions: missing required key" in errors_of(raw)
+    raw = merge(BASE, {"tasks": {"rating": {"weight": 1.0}}})
+    del raw["data"]["columns"]["rating"]
+    assert "tasks.rating.weight > 0 needs a rating column: set data.columns.rating" in errors_of(raw)
+    raw = merge(BASE, {"split": {"method": "temporal"}})
+    del raw["data"]["columns"]["timestamp"]
+    assert "split.method 'temporal' needs a timestamp column" in errors_of(raw)
+
+
+def test_set_overrides_are_yaml_values_and_validated(write_config):
+    path = write_config()
+    config = load_config(path, ["training.epochs=7", "model.layer_sizes=[16, 8]",
+                                "tasks.retrieval.temperature=0.5", "evaluation.protocols=[seed]"])
+    assert config.training.epochs == 7 and config.model.params.layer_sizes == [16, 8]
+    assert config.tasks.retrieval.temperature == 0.5 and config.evaluation.protocols == ["seed"]
+    with pytest.raises(ConfigError, match="training.epohcs: unknown key .*did you mean 'epochs'"):
+        load_config(path, ["training.epohcs=3"])
+    with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
+        apply_overrides({}, ["training.epochs"])
+    with pytest.raises(ConfigError, match="training is a value, not a section"):
+        apply_overrides({"training": 3}, ["training.epochs=1"])
+
+
+def test_toml_and_yaml_give_the_same_config(workdir, write_config):
+    yaml_path = write_config()
+    toml_path = workdir / "config.toml"
+    toml_path.write_text("""
+name = "t"
+[data]
+interactions = "ratings.csv"
+[data.columns]
+user = "userId"
+item = "movieId"
+rating = "rating"
+timestamp = "timestamp"
+[split]
+method = "leave-last-out"
+[model]
+kind = "two_tower"
+embedding_dim = 8
+[optimizer]
+name = "adagrad"
+learning_rate = 0.2
+[training]
+epochs = 2
+batch_size = 64
+[evaluation]
+ks = [1, 5, 10]
+[output]
+plots = false
+runs_dir = "%s"
+""" % (workdir / "runs"))
+    assert load_config(toml_path) == load_config(yaml_path)
+
+
+def test_dumped_config_round_trips(write_config):
+    config = load_config(write_config({"model": {"layer_sizes": [16]}, "data": {"items": {
+        "path": "items.csv", "id": "movieId", "categorical": ["genre"], "text": "title"}}}))
+    again = parse_config(yaml.safe_load(dump_config(config)))
+    assert again == config
+
+
+def test_unparseable_file_and_unknown_suffix(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(bad)
+    other = tmp_path / "config.ini"
+    other.write_text("x=1")
+    with pytest.raises(ConfigError, match="unknown config format '.ini'"):
+        load_config(other)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_cli_exits_2_with_the_message_for_a_bad_config(write_config, capsys):
+    path = write_config({"training": {"epocs": 3}})
+    assert main(["train", str(path), "--progress", "quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "training.epocs: unknown key (did you mean 'epochs'?)" in err

@@ -1,0 +1,82 @@
+"""Progress modes of the fit loop: bar (live bar + summary line per epoch), quiet, jsonl."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import recstack
+from recstack import Columns
+from recstack.layers import Embedding
+from recstack.metrics import FactorizedTopK
+from recstack.tasks import Retrieval
+from recstack.training.progress import BarProgress, JsonlProgress, make_progress, summary_line
+
+
+class Tiny(recstack.Model):
+    def __init__(self):
+        super().__init__()
+        self.user, self.item = Embedding(10, 4), Embedding(8, 4)
+        ids = torch.arange(8)
+        self.task = Retrieval(metrics=FactorizedTopK(recstack.TowerCandidates(self.item, ids), ids, ks=(1, 5)))
+
+    def compute_loss(self, batch, training=False):
+        return self.task(self.user(batch["u"]), self.item(batch["i"]), candidate_ids=batch["i"],
+                         compute_metrics=not training)
+
+
+def data(n=100):
+    rng = np.random.default_rng(0)
+    return Columns({"u": rng.integers(0, 10, n), "i": rng.integers(0, 8, n)})
+
+
+def fit(verbose, epochs=2, **kwargs):
+    torch.manual_seed(0)
+    return Tiny().fit(data(), epochs=epochs, batch_size=32, optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                      seed=1, verbose=verbose, **kwargs)
+
+
+def test_jsonl_events_and_throughput(capsys):
+    history = fit("jsonl", validation_data=data(40))
+    lines = capsys.readouterr().out.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["event"] for e in events] == ["train_begin", "epoch_end", "epoch_end", "train_end"]
+    assert events[0] == {"event": "train_begin", "epochs": 2, "initial_epoch": 0, "num_rows": 100, "batch_size": 32}
+    logs = events[1]["logs"]
+    assert logs["loss"] == pytest.approx(history.history["loss"][0])
+    assert logs["examples_per_second"] == pytest.approx(100 / logs["epoch_seconds"], rel=1e-6)
+    assert "val_factorized_top_k/top_5_categorical_accuracy" in logs
+
+
+def test_quiet_prints_nothing_and_bar_prints_a_summary_every_epoch(capsys):
+    fit("quiet")
+    fit(False)
+    assert capsys.readouterr() == ("", "")
+    fit("bar")   # no validation data: a summary line per epoch all the same
+    captured = capsys.readouterr()
+    assert "Epoch 2/2" in captured.err and "ex/s" in captured.err
+    summaries = [line for line in captured.out.splitlines() if line.startswith("epoch ")]
+    assert len(summaries) == 2 and "ex/s): loss=" in summaries[0]
+
+
+def test_resume_with_initial_epoch_reports_only_the_remaining_epochs():
+    out = io.StringIO()
+    history = fit(JsonlProgress(out), epochs=3, initial_epoch=2)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert history.epochs == [3] and [e["epoch"] for e in events if e["event"] == "epoch_end"] == [3]
+    with pytest.raises(recstack.errors.ConfigError, match="initial_epoch must be >= 0"):
+        fit("quiet", initial_epoch=-1)
+
+
+def test_make_progress_and_summary_line():
+    assert isinstance(make_progress(True), BarProgress) and isinstance(make_progress("jsonl"), JsonlProgress)
+    with pytest.raises(ValueError, match="verbose must be"):
+        make_progress("loud")
+    line = summary_line(3, 10, {"loss": 1.5, "factorized_top_k/top_10_categorical_accuracy": 0.25,
+                                "val_factorized_top_k/top_10_categorical_accuracy": 0.2,
+                                "epoch_seconds": 2.0, "examples_per_second": 40000.0})
+    assert line == "epoch 3/10 (2.00s, 40,000 ex/s): loss=1.5 top10=0.25 val_top10=0.2"

@@ -1,0 +1,84 @@
+"""MultiTaskModel: the weighted loss equals a hand computation of both task losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recstack.errors import ConfigError, NotFittedError
+from recstack.features import StringLookup
+from recstack.models.multitask import MultiTaskModel
+from recstack.optimizers import Adagrad
+
+
+def make_model(rating_weight: float, retrieval_weight: float, **kwargs) -> MultiTaskModel:
+    torch.manual_seed(0)
+    return MultiTaskModel(5, 6, torch.tensor([1, 2, 3, 4, 5, 5]), rating_weight, retrieval_weight,
+                          embedding_dim=4, rating_layers=(8, 3, 1), **kwargs)
+
+
+BATCH = {"user_id": torch.tensor([1, 2, 3, 1]), "title_id": torch.tensor([2, 5, 1, 4]),
+         "user_rating": torch.tensor([4.0, 3.0, 5.0, 1.0])}
+
+
+def numpy_losses(model: MultiTaskModel) -> tuple[float, float]:
+    """MSE of the rating head and the summed in-batch softmax CE, in float64 numpy."""
+    users = model.user_model.weight.detach().double().numpy()[BATCH["user_id"].numpy()]
+    movies = model.movie_model.weight.detach().double().numpy()[BATCH["title_id"].numpy()]
+    h = np.concatenate([users, movies], axis=1)
+    layers = list(model.rating_model)
+    for i, layer in enumerate(layers):
+        h = h @ layer.weight.detach().double().numpy().T + layer.bias.detach().double().numpy()
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+    mse = float(np.mean((BATCH["user_rating"].numpy() - h[:, 0]) ** 2))
+    scores = users @ movies.T
+    peak = scores.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(scores - peak).sum(axis=1)) + peak[:, 0]
+    retrieval = float(np.sum(lse - np.diag(scores)))
+    return mse, retrieval
+
+
+@pytest.mark.parametrize("weights", [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.3, 2.5)])
+def test_loss_is_the_weighted_sum_of_task_losses(weights: tuple[float, float]) -> None:
+    model = make_model(*weights)
+    mse, retrieval = numpy_losses(model)
+    loss = model.compute_loss(BATCH, training=True)
+    assert float(loss.detach()) == pytest.approx(weights[0] * mse + weights[1] * retrieval, rel=1e-5, abs=1e-6)
+    rating_loss, retrieval_loss = model.task_losses(BATCH)
+    assert float(rating_loss.detach()) == pytest.approx(mse, rel=1e-5)
+    assert float(retrieval_loss.detach()) == pytest.approx(retrieval, rel=1e-5)
+
+
+def test_zero_retrieval_weight_leaves_only_rating_gradients() -> None:
+    model = make_model(1.0, 0.0)
+    model.compute_loss(BATCH, training=True).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    reference = make_model(1.0, 0.0)
+    rating_loss, _ = reference.task_losses(BATCH)
+    rating_loss.backward()
+    for got, want in zip(grads, [p.grad for p in reference.parameters()]):
+        torch.testing.assert_close(got, want)
+
+
+def test_fit_evaluate_and_predict() -> None:
+    users = StringLookup().fit(["a", "b", "c", "d"])
+    titles = StringLookup().fit(["x", "y", "z", "w", "v"])
+    model = make_model(1.0, 1.0, user_lookup=users, item_lookup=titles)
+    history = model.fit(BATCH, epochs=2, batch_size=2, optimizer=lambda p: Adagrad(p, lr=0.1), verbose=False)
+    assert len(history) == 2 and "root_mean_squared_error" in history.history
+    metrics = model.evaluate(BATCH)
+    assert {"root_mean_squared_error", "factorized_top_k/top_100_categorical_accuracy", "loss"} <= set(metrics)
+    u, m, r = model.predict(["a", "unknown"], ["x", "y"])
+    assert u.shape == (2, 4) and m.shape == (2, 4) and r.shape == (2, 1)
+    torch.testing.assert_close(u[1], model.user_model.weight[0].detach())  # OOV row
+    expected = model(users(["a", "unknown"]), titles(["x", "y"]))[2]
+    torch.testing.assert_close(r, expected.detach())
+
+
+def test_errors() -> None:
+    with pytest.raises(ConfigError, match="end with 1"):
+        MultiTaskModel(3, 3, torch.arange(3), rating_layers=(8, 2))
+    with pytest.raises(NotFittedError, match="from_features"):
+        make_model(1.0, 1.0).predict(["a"], ["x"])
