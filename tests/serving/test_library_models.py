@@ -7,14 +7,13 @@ import torch
 
 from recstack.features import Discretization, FeatureSet, Normalization, StringLookup, TextVectorization
 from recstack.index import BruteForce
-from recstack.serving import ServingSpec, export, load_bundle
+from recstack.serving import export, load_bundle
 
 from .conftest import TITLES, USERS
 
 
-def test_feature_towers_round_trip_through_their_config_protocol(tmp_path, monkeypatch):
-    """QueryTower/CandidateTower become bundleable by implementing get_config/from_config
-    (simulated here with the constructor arguments); they are found by import path."""
+def test_feature_towers_round_trip_through_their_config_protocol(tmp_path):
+    """QueryTower/CandidateTower rebuild from get_config/from_config; found by import path."""
     towers = pytest.importorskip("recstack.models.towers")
     from recstack.models.two_tower import TwoTowerRetrieval
     from recstack.tasks import Retrieval
@@ -34,9 +33,6 @@ def test_feature_towers_round_trip_through_their_config_protocol(tmp_path, monke
               "num_timestamp_buckets": fs["timestamp_bucket"].num_buckets(), "use_timestamp": True}
     c_args = {"num_titles": fs["title_id"].vocabulary_size(), "layer_sizes": [16, 8], "embedding_dim": 8,
               "num_tokens": fs["title_tokens"].vocabulary_size(), "use_text": True}
-    for cls, args in ((towers.QueryTower, q_args), (towers.CandidateTower, c_args)):
-        monkeypatch.setattr(cls, "get_config", lambda self, _a=args: dict(_a), raising=False)
-        monkeypatch.setattr(cls, "from_config", classmethod(lambda c, config: c(**config)), raising=False)
     torch.manual_seed(0)
     query, cand = towers.QueryTower(**q_args), towers.CandidateTower(**c_args)
     model = TwoTowerRetrieval(query, cand, Retrieval(), query_inputs=["user_id", "timestamp_bucket", "timestamp_norm"],
@@ -68,10 +64,7 @@ def test_multitask_model_with_its_rating_head(tmp_path):
                                      user_lookup=users, item_lookup=items)
     fs = FeatureSet({"user_id": users})
     fs.add("title_id", items, "movie_title")
-    # What MultiTaskModel.serving_spec() should return (see the report).
-    spec = ServingSpec(model.user_model, "user_id", model.movie_model, "title_id",
-                       rating_head=model.rating_model, kind="multitask")
-    bundle = load_bundle(export(spec, tmp_path / "mt", candidates=pd.DataFrame({"movie_title": TITLES}),
+    bundle = load_bundle(export(model, tmp_path / "mt", candidates=pd.DataFrame({"movie_title": TITLES}),
                                 features=fs, candidate_key="movie_title"))
     _, _, expected = model.predict(["u1"] * 3, TITLES[:3])
     assert bundle.predict_rating({"user_id": "u1"}, TITLES[:3]) == expected.reshape(-1).tolist()

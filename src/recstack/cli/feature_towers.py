@@ -33,25 +33,9 @@ from ..errors import ShapeError
 from ..exclusions import Exclusions
 from ..layers import MLP, Dense, Embedding
 from ..metrics import FactorizedTopK, RootMeanSquaredError
+from ..models.towers import MaskedMeanEmbedding
 from ..models.two_tower import TwoTowerRetrieval
 from ..tasks import Ranking, Retrieval
-
-
-class MaskedMeanEmbedding(nn.Module):
-    """Mean of token embeddings over non-padding tokens (id 0 = padding).
-
-    out_b = sum_t [x_bt != 0] E[x_bt] / max(1, sum_t [x_bt != 0]); input [B, L] -> [B, d].
-    An all-padding row gives zeros.
-    """
-
-    def __init__(self, num_tokens: int, embedding_dim: int, l2: float = 0.0):
-        super().__init__()
-        self.embedding = Embedding(num_tokens, embedding_dim, l2=l2)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        mask = (tokens != 0).to(self.embedding.weight.dtype)              # [B, L]
-        summed = torch.einsum("bl,bld->bd", mask, self.embedding(tokens))  # [B, d]
-        return summed / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
 class FeatureTower(nn.Module):

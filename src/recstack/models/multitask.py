@@ -97,6 +97,14 @@ class MultiTaskModel(Model):
         return self.rating_weight * rating_loss + self.retrieval_weight * retrieval_loss
 
     @torch.no_grad()
+    def serving_spec(self):
+        """What :func:`recstack.serving.export` bundles: user tower on ``user_id``, movie tower
+        on ``title_id`` and the rating head (so bundles can ``predict_rating``)."""
+        from ..serving.bundle import ServingSpec
+
+        return ServingSpec(self.user_model, "user_id", self.movie_model, "title_id",
+                           rating_head=self.rating_model, kind="multitask")
+
     def predict(self, user_ids: Any, movie_titles: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw ids/titles (lists, arrays, Series of str) -> (user emb [B, d], movie emb [B, d], rating [B, 1]).
 

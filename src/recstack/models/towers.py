@@ -13,6 +13,7 @@ Both towers take tensors produced by a fitted :class:`recstack.features.FeatureS
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -83,6 +84,11 @@ class QueryTower(nn.Module):
                  num_timestamp_buckets: int | None = None, use_timestamp: bool = True,
                  activation: str = "relu", l2: float = 0.0):
         super().__init__()
+        # Constructor arguments as JSON, so a serving bundle can rebuild the tower (get_config).
+        self.config = {"num_users": int(num_users), "layer_sizes": [int(x) for x in (layer_sizes or ())],
+                       "embedding_dim": int(embedding_dim),
+                       "num_timestamp_buckets": None if num_timestamp_buckets is None else int(num_timestamp_buckets),
+                       "use_timestamp": bool(use_timestamp), "activation": activation, "l2": float(l2)}
         if use_timestamp and not num_timestamp_buckets:
             raise ConfigError("QueryTower(use_timestamp=True) needs num_timestamp_buckets "
                               "(Discretization.num_buckets()).")
@@ -105,6 +111,14 @@ class QueryTower(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.dense_layers(self.features(inputs))
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (plain JSON); the weights travel in the state_dict."""
+        return dict(self.config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        return cls(**config)
 
 
 class CandidateTower(nn.Module):
@@ -129,6 +143,9 @@ class CandidateTower(nn.Module):
                  num_tokens: int | None = None, use_text: bool = True, activation: str = "relu",
                  l2: float = 0.0):
         super().__init__()
+        self.config = {"num_titles": int(num_titles), "layer_sizes": [int(x) for x in (layer_sizes or ())],
+                       "embedding_dim": int(embedding_dim), "num_tokens": None if num_tokens is None else int(num_tokens),
+                       "use_text": bool(use_text), "activation": activation, "l2": float(l2)}
         if use_text and not num_tokens:
             raise ConfigError("CandidateTower(use_text=True) needs num_tokens "
                               "(TextVectorization.vocabulary_size()).")
@@ -147,6 +164,14 @@ class CandidateTower(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.dense_layers(self.features(inputs))
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (plain JSON); the weights travel in the state_dict."""
+        return dict(self.config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        return cls(**config)
 
 
 __all__ = ["CandidateTower", "MaskedMeanEmbedding", "QueryTower"]
