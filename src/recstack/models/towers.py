@@ -62,7 +62,22 @@ class MaskedMeanEmbedding(nn.Module):
         return summed / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
-class QueryTower(nn.Module):
+class _ConfigurableTower(nn.Module):
+    """A tower rebuilt from its constructor arguments (``self.config``), so a serving
+    bundle can recreate it without user code (see recstack.serving)."""
+
+    config: dict[str, Any]
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (plain JSON); the weights travel in the state_dict."""
+        return dict(self.config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "_ConfigurableTower":
+        return cls(**config)
+
+
+class QueryTower(_ConfigurableTower):
     """User (+ time) query tower: the tutorial's ``QueryModel(UserModel)``.
 
     features = concat[E_user[user_id] (d), E_time[timestamp_bucket] (d), timestamp_norm (1)]
@@ -112,16 +127,8 @@ class QueryTower(nn.Module):
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.dense_layers(self.features(inputs))
 
-    def get_config(self) -> dict[str, Any]:
-        """Constructor arguments (plain JSON); the weights travel in the state_dict."""
-        return dict(self.config)
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]):
-        return cls(**config)
-
-
-class CandidateTower(nn.Module):
+class CandidateTower(_ConfigurableTower):
     """Movie candidate tower: the tutorial's ``CandidateModel(MovieModel)``.
 
     features = concat[E_title[title_id] (d), masked-mean E_token[title_tokens] (d)]
@@ -164,14 +171,6 @@ class CandidateTower(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.dense_layers(self.features(inputs))
-
-    def get_config(self) -> dict[str, Any]:
-        """Constructor arguments (plain JSON); the weights travel in the state_dict."""
-        return dict(self.config)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]):
-        return cls(**config)
 
 
 __all__ = ["CandidateTower", "MaskedMeanEmbedding", "QueryTower"]
