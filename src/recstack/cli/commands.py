@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import RecstackError
+from ..errors import ConfigError, RecstackError
 from .output import Reporter, clean_json, format_table
 
 METRIC_COLUMNS = ("top_1_categorical_accuracy", "top_10_categorical_accuracy", "top_100_categorical_accuracy",
@@ -108,7 +108,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproductions import ReproduceOptions, get_reproduction
 
     reproduction = get_reproduction(args.name)
-    result = reproduction.run(ReproduceOptions(data_dir=args.data_dir, seed=args.seed, progress=args.progress))
+    extra = _parse_overrides(getattr(args, "overrides", []))
+    result = reproduction.run(ReproduceOptions(data_dir=args.data_dir, seed=args.seed, progress=args.progress,
+                                               extra=extra))
     reporter = Reporter(args.progress)
     reporter.result(result.text, {"name": args.name, "metrics": result.metrics, **result.details})
     if args.output:
@@ -117,6 +119,19 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         write_json(Path(args.output), clean_json({"name": args.name, "seed": args.seed, "metrics": result.metrics,
                                                   **result.details}))
     return 0
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["epochs=5", "layer_sizes=[64,32]"]`` -> {"epochs": 5, "layer_sizes": [64, 32]} (values in YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE; got {item!r}.")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:

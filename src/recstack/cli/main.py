@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="MovieLens directory (default: $RECSTACK_DATA_DIR, the cache, or a download)")
     p.add_argument("--seed", type=int, default=0, help="model initialisation seed (default: 0)")
     p.add_argument("--output", metavar="FILE", help="also write the metrics as JSON to FILE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="experiment option, value in YAML (e.g. epochs=5, layer_sizes=[128,64,32])")
     progress_option(p)
 
     data = command("data", "fetch datasets and describe interaction files", None)

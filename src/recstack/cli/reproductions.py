@@ -85,10 +85,63 @@ def _basic_retrieval(options: ReproduceOptions) -> ReproductionResult:
 
 register_reproduction("basic-retrieval", _basic_retrieval,
                       "TFRS 'Recommending movies: retrieval' (seed 002) on MovieLens 100K")
-# Slots, one line each once their reproduction modules land in recstack.reproduce:
-# register_reproduction("deep-retrieval", _deep_retrieval, "TFRS deep retrieval tutorial")
-# register_reproduction("multitask", _multitask, "TFRS multi-task recommenders tutorial")
-# register_reproduction("autorec", _autorec, "AutoRec (Sedhain et al. 2015) on MovieLens")
+
+
+def _metric_lines(metrics: dict[str, float], keys: list[str]) -> list[str]:
+    return [f"{key.rsplit('/', 1)[-1]:<32}{metrics[key]:.4f}" for key in keys if key in metrics]
+
+
+_TOP = [f"factorized_top_k/top_{k}_categorical_accuracy" for k in (1, 5, 10, 50, 100)]
+
+
+def _deep_retrieval(options: ReproduceOptions) -> ReproductionResult:
+    from ..datasets import load_movielens_100k
+    from ..reproduce import deep_retrieval
+    from ..reproduce.deep_retrieval import PUBLISHED_TOP_100
+
+    layers = tuple(int(x) for x in options.extra.get("layer_sizes", (64, 32)))
+    data = load_movielens_100k(options.data_dir, progress=options.progress == "bar")
+    out = deep_retrieval(data, layer_sizes=layers, seed=options.seed,
+                         epochs=int(options.extra.get("epochs", 300)), verbose=options.progress)
+    published = PUBLISHED_TOP_100.get(layers)
+    lines = [f"layer_sizes {list(layers)}; published top-100: {published if published is not None else '-'}"]
+    return ReproductionResult(out["metrics"], "\n".join(lines + _metric_lines(out["metrics"], _TOP)),
+                              {"top_100_curve": out["top_100_curve"]})
+
+
+def _multitask(options: ReproduceOptions) -> ReproductionResult:
+    from ..datasets import load_movielens_100k
+    from ..reproduce import multitask
+    from ..reproduce.multitask import PUBLISHED
+
+    weights = (float(options.extra.get("rating_weight", 1.0)), float(options.extra.get("retrieval_weight", 1.0)))
+    data = load_movielens_100k(options.data_dir, progress=options.progress == "bar")
+    out = multitask(data, *weights, seed=options.seed, epochs=int(options.extra.get("epochs", 3)),
+                    verbose=options.progress)
+    top, rmse = PUBLISHED.get(weights, (None, None))
+    lines = [f"weights (rating, retrieval) = {weights}; published top-100 {top}, RMSE {rmse}"]
+    lines += _metric_lines(out["metrics"], [_TOP[-1], "root_mean_squared_error"])
+    lines.append(f"predicted rating, user 42 / Dances with Wolves (1990): {out['predicted_rating']}")
+    return ReproductionResult(out["metrics"], "\n".join(lines), {"predicted_rating": out["predicted_rating"]})
+
+
+def _autorec(options: ReproduceOptions) -> ReproductionResult:
+    from ..datasets import load_movielens_100k
+    from ..reproduce import autorec
+    from ..reproduce.autorec import PUBLISHED_RMSE
+
+    data = load_movielens_100k(options.data_dir, progress=options.progress == "bar")
+    out = autorec(data, seed=options.seed, epochs=int(options.extra.get("epochs", 25)), verbose=options.progress)
+    text = (f"item-based AutoRec, d2l setting, random 90/10 split {options.seed}: test RMSE "
+            f"{out['metrics']['root_mean_squared_error']:.4f} (d2l: {PUBLISHED_RMSE})")
+    return ReproductionResult(out["metrics"], text, {"rmse_curve": out["rmse_curve"]})
+
+
+register_reproduction("deep-retrieval", _deep_retrieval,
+                      "TFRS 'Building deep retrieval models' (seed 000); --set layer_sizes=[128,64,32]")
+register_reproduction("multitask", _multitask,
+                      "TFRS 'Multi-task recommenders' (seed 001); --set rating_weight=1 --set retrieval_weight=0")
+register_reproduction("autorec", _autorec, "d2l AutoRec (seed 004), item-based, random 90/10 split")
 
 __all__ = ["ReproduceOptions", "Reproduction", "ReproductionResult", "get_reproduction", "register_reproduction",
            "reproduction_names"]
