@@ -14,7 +14,7 @@ from recstack.cli.config import load_config
 from recstack.cli.main import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-MOVIELENS_CONFIGS = ["basic_retrieval.yaml", "movielens_best.yaml", "popularity.yaml", "ease.yaml"]
+MOVIELENS_CONFIGS = ["basic_retrieval.yaml", "multitask.yaml", "movielens_best.yaml", "popularity.yaml", "ease.yaml"]
 
 
 def test_every_shipped_config_is_valid():
@@ -64,3 +64,11 @@ def test_train_basic_retrieval_config_matches_the_reproduction_exactly(tmp_path)
     model = load_run(run).model
     assert torch.equal(model.query_tower.id_embedding.weight, reference.model.query_tower.weight)
     assert torch.equal(model.candidate_tower.id_embedding.weight, reference.model.candidate_tower.weight)
+
+
+def test_multitask_config_reports_rating_rmse(synthetic_ml100k, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))
+    run = tmp_path / "run"
+    assert main(["train", str(CONFIGS / "multitask.yaml"), "--run-dir", str(run), "--progress", "quiet",
+                 "--set", "training.epochs=1", "--set", "training.batch_size=512", "--set", "output.plots=false"]) == 0
+    assert "rating RMSE" in capsys.readouterr().out
