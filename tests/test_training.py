@@ -117,3 +117,20 @@ def test_summary_line_names_validation_metrics_once():
     line = summary_line(2, 5, {"loss": 1.0, "val_loss": 2.0, "val_factorized_top_k/top_10_categorical_accuracy": 0.5,
                                "epoch_seconds": 1.0})
     assert "val_loss=2" in line and "val_top10=0.5" in line and "val_val" not in line
+
+
+def test_two_tower_logq_column_matches_explicit_correction():
+    """TwoTowerRetrieval(sampling_probability=col) passes the column to the task in training only."""
+    from recstack.models.two_tower import TwoTowerRetrieval
+
+    torch.manual_seed(0)
+    users, items = Embedding(5, 4), Embedding(6, 4)
+    batch = {"user": torch.tensor([0, 1, 2]), "item": torch.tensor([3, 4, 5]),
+             "p": torch.tensor([0.5, 0.25, 0.25])}
+    model = TwoTowerRetrieval(users, items, Retrieval(), "user", "item", sampling_probability="p")
+    expected = Retrieval()(users(batch["user"]), items(batch["item"]), candidate_sampling_probability=batch["p"])
+    assert model.compute_loss(batch, training=True).item() == pytest.approx(expected.item())
+    plain = Retrieval()(users(batch["user"]), items(batch["item"]))
+    assert model.compute_loss(batch, training=False).item() == pytest.approx(plain.item())
+    with pytest.raises(recstack.errors.ConfigError, match="not a column"):
+        model.compute_loss({"user": batch["user"], "item": batch["item"]}, training=True)

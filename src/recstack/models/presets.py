@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..candidates import TowerCandidates
-from ..columns import Batch, Columns
+from ..columns import Columns
 from ..errors import ConfigError
 from ..exclusions import Exclusions
 from ..metrics.factorized_top_k import FactorizedTopK
@@ -31,37 +31,6 @@ from .two_tower import TwoTowerRetrieval
 QUERY_INPUTS = ["user_id", "timestamp_bucket", "timestamp_norm"]
 CANDIDATE_INPUTS = ["title_id", "title_tokens"]
 SAMPLING_PROBABILITY = "title_sampling_probability"
-
-
-class MovieLensRetrieval(TwoTowerRetrieval):
-    """TwoTowerRetrieval over the MovieLens towers, with an optional logQ column.
-
-    With ``logq_correction`` the batch must carry ``title_sampling_probability`` (the
-    positive's in-batch sampling probability, i.e. its training frequency; see
-    :func:`add_sampling_probability`) and the Retrieval task subtracts log P_j from
-    every logit (Yi et al. 2019): popular items are over-represented among in-batch
-    negatives, and without the correction the model learns to under-score them.
-    """
-
-    def __init__(self, *args: Any, logq_correction: bool = False, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.logq_correction = logq_correction
-
-    def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
-        probability = None
-        if self.logq_correction and training:
-            if SAMPLING_PROBABILITY not in batch:
-                raise ConfigError(f"logq_correction needs a {SAMPLING_PROBABILITY!r} column; "
-                                  "add it with recstack.models.presets.add_sampling_probability(train).")
-            probability = batch[SAMPLING_PROBABILITY]
-        return self.task(
-            self.query_embeddings(batch),
-            self.candidate_embeddings(batch),
-            candidate_sampling_probability=probability,
-            candidate_ids=batch[self.candidate_id] if self.candidate_id else None,
-            query_keys=batch[self.query_key] if self.query_key else None,
-            compute_metrics=self.train_metrics or not training,
-        )
 
 
 def add_sampling_probability(train: Columns, num_titles: int | None = None) -> Columns:
@@ -112,7 +81,7 @@ def build_retrieval_model(features: MovieLensFeatures, movies: Columns, *, layer
                           logq_correction: bool = False, remove_accidental_hits: bool = False,
                           num_hard_negatives: int | None = None, train_metrics: bool = False,
                           exclude: Exclusions | None = None, query_key: str | None = None,
-                          ks: Sequence[int] = (1, 5, 10, 50, 100)) -> MovieLensRetrieval:
+                          ks: Sequence[int] = (1, 5, 10, 50, 100)) -> TwoTowerRetrieval:
     """Two-tower model over the MovieLens towers, FactorizedTopK over ``movies`` (the catalogue rows).
 
     Args:
@@ -123,6 +92,10 @@ def build_retrieval_model(features: MovieLensFeatures, movies: Columns, *, layer
         train_metrics: update FactorizedTopK during training (TFRS default; off in the
             deep tutorial, which passes ``compute_metrics=not training``).
         exclude, query_key: "exclude seen" evaluation (query_key = "user_id").
+        logq_correction: train with the logQ correction; the training columns must carry
+            ``title_sampling_probability`` (see :func:`add_sampling_probability`): popular
+            titles are over-represented among in-batch negatives, and without the
+            correction the model learns to under-score them.
     """
     query = QueryTower(features.num_users, layer_sizes, embedding_dim,
                        features.num_timestamp_buckets if use_timestamp else None, use_timestamp, l2=l2)
@@ -133,12 +106,12 @@ def build_retrieval_model(features: MovieLensFeatures, movies: Columns, *, layer
                             exclude=exclude)
     task = Retrieval(metrics=metric, temperature=temperature, reduction=reduction,
                      remove_accidental_hits=remove_accidental_hits, num_hard_negatives=num_hard_negatives)
-    return MovieLensRetrieval(
+    return TwoTowerRetrieval(
         query, candidate, task,
         query_inputs=QUERY_INPUTS if use_timestamp else QUERY_INPUTS[:1],
         candidate_inputs=CANDIDATE_INPUTS if use_text else CANDIDATE_INPUTS[:1],
         candidate_id="title_id", query_key=query_key, train_metrics=train_metrics,
-        logq_correction=logq_correction)
+        sampling_probability=SAMPLING_PROBABILITY if logq_correction else None)
 
 
 def make_optimizer(name: str, learning_rate: float):
@@ -163,7 +136,7 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 def build_and_train(config: dict[str, Any], features: MovieLensFeatures, train: Columns, movies: Columns, *,
                     validation_data: Columns | None = None, validation_freq: int = 1, seed: int = 0,
                     exclude: Exclusions | None = None, query_key: str | None = None,
-                    verbose: bool = False, **fit_kwargs: Any) -> tuple[MovieLensRetrieval, History]:
+                    verbose: bool = False, **fit_kwargs: Any) -> tuple[TwoTowerRetrieval, History]:
     """Build the model of ``config`` (e.g. :func:`best_retrieval_config`) and train it.
 
     Parameters are initialised from ``torch.manual_seed(seed)``; batches are shuffled
@@ -184,5 +157,5 @@ def build_and_train(config: dict[str, Any], features: MovieLensFeatures, train: 
     return model, history
 
 
-__all__ = ["MovieLensRetrieval", "add_sampling_probability", "best_retrieval_config", "build_and_train",
+__all__ = ["add_sampling_probability", "best_retrieval_config", "build_and_train",
            "build_retrieval_model", "make_optimizer", "split_config", "tutorial_retrieval_config"]

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..columns import Batch
+from ..errors import ConfigError
 from ..tasks.retrieval import Retrieval
 from .base import Model
 
@@ -40,6 +41,10 @@ class TwoTowerRetrieval(Model):
         query_key: integer query-key column (e.g. encoded user id) for metrics with
             exclusions or per-user grouping.
         sample_weight: optional weight column.
+        sampling_probability: optional column holding each positive's probability of being
+            sampled as an in-batch negative (e.g. its training frequency); during training the
+            Retrieval task subtracts its log from the logits (logQ correction, Yi et al. 2019).
+            Evaluation losses are computed without it.
         train_metrics: update the task's metrics during training too (TFRS's
             default; turning it off makes epochs faster on large catalogues).
     """
@@ -47,7 +52,8 @@ class TwoTowerRetrieval(Model):
     def __init__(self, query_tower: nn.Module, candidate_tower: nn.Module, task: Retrieval,
                  query_inputs: InputSpec, candidate_inputs: InputSpec,
                  candidate_id: str | None = None, query_key: str | None = None,
-                 sample_weight: str | None = None, train_metrics: bool = True):
+                 sample_weight: str | None = None, sampling_probability: str | None = None,
+                 train_metrics: bool = True):
         super().__init__()
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
@@ -57,6 +63,7 @@ class TwoTowerRetrieval(Model):
         self.candidate_id = candidate_id
         self.query_key = query_key
         self.sample_weight = sample_weight
+        self.sampling_probability = sampling_probability
         self.train_metrics = train_metrics
 
     def query_embeddings(self, batch: Batch) -> torch.Tensor:
@@ -68,10 +75,18 @@ class TwoTowerRetrieval(Model):
         return self.candidate_tower(select_inputs(batch, self.candidate_inputs))
 
     def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
+        probability = None
+        if self.sampling_probability and training:
+            if self.sampling_probability not in batch:
+                raise ConfigError(
+                    f"sampling_probability={self.sampling_probability!r} is not a column of the training "
+                    f"data (columns: {sorted(batch)}); add it (e.g. item frequency / number of rows).")
+            probability = batch[self.sampling_probability]
         return self.task(
             self.query_embeddings(batch),
             self.candidate_embeddings(batch),
             sample_weight=batch[self.sample_weight] if self.sample_weight else None,
+            candidate_sampling_probability=probability,
             candidate_ids=batch[self.candidate_id] if self.candidate_id else None,
             query_keys=batch[self.query_key] if self.query_key else None,
             compute_metrics=self.train_metrics or not training,
