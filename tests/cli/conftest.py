@@ -59,14 +59,8 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a busy shared machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _cli_tests_use_one_thread(one_thread):
+    """Every CLI test runs with one intra-op thread (see tests/conftest.py)."""
 
 
 @pytest.fixture

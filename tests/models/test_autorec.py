@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -286,24 +284,15 @@ def test_weights_round_trip(matrix: RatingMatrix, tmp_path: Path) -> None:
 
 
 @pytest.mark.real_data
-def test_real_data_two_epochs_reach_rmse_below_1_1() -> None:
-    data_dir = os.environ.get("RECSTACK_DATA_DIR")
-    if not data_dir or not (Path(data_dir) / "u.data").is_file():
-        pytest.skip("set RECSTACK_DATA_DIR to an ml-100k directory to run real-data tests")
-    from recstack.datasets import load_movielens_100k
+def test_real_data_two_epochs_reach_rmse_below_1_1(real_movielens, one_thread) -> None:
     from recstack.datasets.rating_splits import random_holdout
 
-    ratings = load_movielens_100k(data_dir).ratings
+    ratings = real_movielens.ratings
     index = RatingIndex.from_frame(ratings)
     train, test = random_holdout(ratings, 0.1, seed=0)
     torch.manual_seed(0)
     model = AutoRec(RatingMatrix.from_frame(train, index))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matmuls: extra threads only contend on a shared machine
-    try:
-        history = model.fit(model.train_columns(), epochs=2, batch_size=32, seed=0, verbose=False,
-                            optimizer=lambda p: torch.optim.Adam(p, lr=0.002, weight_decay=1e-5),
-                            validation_data=index.pairs(test), validation_batch_size=20000)
-    finally:
-        torch.set_num_threads(threads)
+    history = model.fit(model.train_columns(), epochs=2, batch_size=32, seed=0, verbose=False,
+                        optimizer=lambda p: torch.optim.Adam(p, lr=0.002, weight_decay=1e-5),
+                        validation_data=index.pairs(test), validation_batch_size=20000)
     assert history.history["val_root_mean_squared_error"][-1] < 1.1

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,13 +13,7 @@ from recstack.errors import ConfigError, DataError
 from recstack.models.biased_mf import BiasedMF
 from recstack.models.rating_data import RatingIndex, RatingMatrix
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls: extra intra-op threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matmuls
 
 
 RATINGS = pd.DataFrame({
@@ -114,14 +106,10 @@ def test_bad_inputs_raise() -> None:
 
 
 @pytest.mark.real_data
-def test_real_data_two_epochs_reach_rmse_below_1_1() -> None:
-    data_dir = os.environ.get("RECSTACK_DATA_DIR")
-    if not data_dir or not (Path(data_dir) / "u.data").is_file():
-        pytest.skip("set RECSTACK_DATA_DIR to an ml-100k directory to run real-data tests")
-    from recstack.datasets import load_movielens_100k
+def test_real_data_two_epochs_reach_rmse_below_1_1(real_movielens) -> None:
     from recstack.datasets.rating_splits import random_holdout
 
-    ratings = load_movielens_100k(data_dir).ratings
+    ratings = real_movielens.ratings
     index = RatingIndex.from_frame(ratings)
     train, test = random_holdout(ratings, 0.1, seed=0)
     torch.manual_seed(0)
