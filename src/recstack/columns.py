@@ -8,7 +8,7 @@ when shuffled, ``index_select`` gathers) of those tensors.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -16,6 +16,35 @@ import torch
 from .errors import DataError
 
 Batch = dict[str, torch.Tensor]
+
+
+def epoch_order(num_rows: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffle permutation of one epoch, a pure function of (seed, epoch).
+
+    Deriving it from the epoch number (not from a generator advanced epoch by
+    epoch) lets a resumed run see exactly the batches of an uninterrupted one.
+    """
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63 - 1))
+    return torch.randperm(num_rows, generator=gen)
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """What the training loop reads: anything that yields an epoch's batches.
+
+    :class:`Columns` (in memory) implements it; so do streaming sources
+    (Parquet read in chunks) and per-rank shards for distributed training.
+    ``epoch_batches`` must be a pure function of its arguments so that a
+    resumed run sees the batches of an uninterrupted one.
+    """
+
+    @property
+    def num_rows(self) -> int: ...
+
+    def num_batches(self, batch_size: int, drop_remainder: bool = False) -> int: ...
+
+    def epoch_batches(self, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
+                      drop_remainder: bool = False) -> Iterator[Batch]: ...
 
 
 class Columns(Mapping[str, torch.Tensor]):
@@ -121,10 +150,23 @@ class Columns(Mapping[str, torch.Tensor]):
             return self._length // batch_size
         return -(-self._length // batch_size)
 
+    def epoch_batches(self, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
+                      drop_remainder: bool = False) -> Iterator[Batch]:
+        """The batches of one epoch: rows in :func:`epoch_order` when ``shuffle``, else in order."""
+        order = epoch_order(self._length, seed, epoch) if shuffle else None
+        return self.batches(batch_size, order, drop_remainder)
+
 
 def as_columns(data: "Columns | Mapping[str, Any]") -> Columns:
     """Accept a :class:`Columns` or a plain mapping of arrays."""
     return data if isinstance(data, Columns) else Columns(data)
+
+
+def as_batch_source(data: "BatchSource | Mapping[str, Any]") -> BatchSource:
+    """A :class:`BatchSource` as is; a mapping of arrays as :class:`Columns`."""
+    if isinstance(data, Columns) or (not isinstance(data, Mapping) and isinstance(data, BatchSource)):
+        return data
+    return Columns(data)
 
 
 def _to_tensor(name: str, values: Any) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_write_bytes
-from ..columns import Batch, Columns
+from ..columns import Batch, BatchSource, Columns
 from ..metrics.base import Metric
 from ..tasks.base import Task
 from ..training import loop
@@ -75,11 +75,11 @@ class Model(nn.Module):
     # Training ---------------------------------------------------------------
     def fit(
         self,
-        train: Columns | Mapping[str, Any],
+        train: BatchSource | Mapping[str, Any],
         epochs: int = 1,
         batch_size: int = 1024,
         optimizer: loop.OptimizerLike | None = None,
-        validation_data: Columns | Mapping[str, Any] | None = None,
+        validation_data: BatchSource | Mapping[str, Any] | None = None,
         validation_freq: int = 1,
         validation_batch_size: int | None = None,
         shuffle: bool = True,
@@ -118,7 +118,7 @@ class Model(nn.Module):
                         verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
                         drop_remainder=drop_remainder)
 
-    def evaluate(self, data: Columns | Mapping[str, Any], batch_size: int = 4096,
+    def evaluate(self, data: BatchSource | Mapping[str, Any], batch_size: int = 4096,
                  verbose: bool = False) -> dict[str, float]:
         """Metrics on ``data`` with TFRS's names, plus ``loss`` (mean per-batch loss),
         ``regularization_loss`` and ``total_loss``. Runs in eval mode without gradients;

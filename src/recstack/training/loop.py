@@ -1,6 +1,7 @@
 """The fit and evaluate loops behind :class:`recstack.Model`.
 
-Batches are slices (or index gathers, when shuffled) of in-memory column
+Batches come from a :class:`~recstack.columns.BatchSource`: for in-memory
+:class:`~recstack.Columns`, slices (or index gathers, when shuffled) of column
 tensors; nothing per-example happens in Python. Reported losses are means of
 the per-batch losses over the epoch (what the TFRS/Keras progress bar shows);
 metrics are the tasks' streaming metrics, reset at the start of every epoch
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..columns import Columns, as_columns
+from ..columns import BatchSource, as_batch_source, epoch_order  # epoch_order: re-exported
 from ..errors import ConfigError, DataError
 from .callbacks import Callback
 from .history import History
@@ -26,16 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..models.base import Model
 
 OptimizerLike = torch.optim.Optimizer | Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
-
-
-def epoch_order(num_rows: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffle permutation of one epoch, a pure function of (seed, epoch).
-
-    Deriving it from the epoch number (not from a generator advanced epoch by
-    epoch) lets a resumed run see exactly the batches of an uninterrupted one.
-    """
-    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63 - 1))
-    return torch.randperm(num_rows, generator=gen)
 
 
 class _LossMeans:
@@ -90,11 +81,11 @@ def resolve_optimizer(model: "Model", optimizer: OptimizerLike | None) -> torch.
 
 def fit(
     model: "Model",
-    train: Columns | Mapping[str, Any],
+    train: BatchSource | Mapping[str, Any],
     epochs: int = 1,
     batch_size: int = 1024,
     optimizer: OptimizerLike | None = None,
-    validation_data: Columns | Mapping[str, Any] | None = None,
+    validation_data: BatchSource | Mapping[str, Any] | None = None,
     validation_freq: int = 1,
     validation_batch_size: int | None = None,
     shuffle: bool = True,
@@ -109,7 +100,7 @@ def fit(
     ``verbose``: True/"bar", False/"quiet", "jsonl" or a
     :class:`~recstack.training.progress.Progress` (see that module).
     """
-    data = as_columns(train)
+    data = as_batch_source(train)
     if data.num_rows == 0:
         raise DataError("The training data has no rows.")
     if initial_epoch < 0:
@@ -117,7 +108,7 @@ def fit(
     if epochs < 1 or batch_size < 1 or validation_freq < 1:
         raise ConfigError(
             f"epochs, batch_size and validation_freq must be >= 1; got {epochs}, {batch_size}, {validation_freq}.")
-    val = as_columns(validation_data) if validation_data is not None else None
+    val = as_batch_source(validation_data) if validation_data is not None else None
     opt = resolve_optimizer(model, optimizer)
     model.optimizer = opt
     model.stop_training = False
@@ -142,11 +133,12 @@ def fit(
         _reset_metrics(model)
         _invalidate_candidate_caches(model)
         losses = _LossMeans()
-        order = epoch_order(data.num_rows, seed, epoch) if shuffle else None
         progress.epoch_begin(epoch, epochs, num_batches)
         start = time.perf_counter()
         rows = 0
-        for step, batch in enumerate(data.batches(batch_size, order, drop_remainder)):
+        batches = data.epoch_batches(batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                                     drop_remainder=drop_remainder)
+        for step, batch in enumerate(batches):
             opt.zero_grad(set_to_none=True)
             loss = model.compute_loss(batch, training=True)
             reg = _regularization(regularized, loss)
@@ -181,12 +173,12 @@ def fit(
 @torch.no_grad()
 def evaluate(
     model: "Model",
-    data: Columns | Mapping[str, Any],
+    data: BatchSource | Mapping[str, Any],
     batch_size: int = 4096,
     verbose: bool | str = False,
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on ``data`` (see :meth:`recstack.Model.evaluate`)."""
-    columns = as_columns(data)
+    columns = as_batch_source(data)
     if columns.num_rows == 0:
         raise DataError("The evaluation data has no rows.")
     was_training = model.training
@@ -196,7 +188,7 @@ def evaluate(
     losses = _LossMeans()
     bar = ProgressBar(columns.num_batches(batch_size), "Evaluate", enabled=verbose is True or verbose == "bar")
     try:
-        for batch in columns.batches(batch_size):
+        for batch in columns.epoch_batches(batch_size, shuffle=False, seed=0, epoch=0):
             loss = model.compute_loss(batch, training=False)
             reg = _regularization(regularized, loss)
             losses.add(float(loss), float(reg))
