@@ -152,3 +152,57 @@ def test_wrong_length_sample_weight():
 def test_bad_reduction():
     with pytest.raises(ConfigError, match="reduction"):
         Retrieval(reduction="avg")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_deduplicated_candidates_equal_the_expanded_batch(case):
+    """positive_index/candidate_counts: each distinct candidate once; the loss and gradients must equal
+    TFRS's on the expanded batch where duplicates are separate (identical) rows."""
+    rng = np.random.default_rng(1)
+    ids = np.array([3, 1, 3, 2, 1, 5, 3])            # 4 distinct candidates, duplicates of 3 and 1
+    unique, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    q, cu = rng.normal(size=(7, 4)), rng.normal(size=(len(unique), 4))
+    init, call = CASES[case]
+    call = {k: v for k, v in call.items() if k != "candidate_ids"}
+    prob_u = None
+    if "candidate_sampling_probability" in call:   # a per-candidate quantity: one value per id
+        prob_u = np.array([0.1, 0.5, 0.01, 0.2])
+        call["candidate_sampling_probability"] = prob_u
+    ref_loss, ref_gq, ref_gc = numpy_tfrs_loss(
+        q, cu[inverse], weight=call.get("sample_weight"),
+        prob=None if prob_u is None else prob_u[inverse],
+        ids=ids if init.get("remove_accidental_hits") else None,
+        temperature=init.get("temperature"), hard=init.get("num_hard_negatives"),
+        reduction=init.get("reduction", "sum"))
+    ref_gcu = np.zeros_like(cu)
+    np.add.at(ref_gcu, inverse, ref_gc)            # duplicates' gradients land on their one row
+    loss, gq, gcu = run(Retrieval(**init), q, cu, candidate_ids=unique, positive_index=inverse,
+                        candidate_counts=counts, **call)
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+    np.testing.assert_allclose(gq, ref_gq, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gcu, ref_gcu, rtol=1e-9, atol=1e-12)
+
+
+def test_deduplicated_candidates_check_their_counts():
+    q, c = torch.randn(4, 3), torch.randn(2, 3)
+    with pytest.raises(ShapeError, match="sum to the number of queries"):
+        Retrieval()(q, c, positive_index=torch.tensor([0, 1, 0, 1]), candidate_counts=torch.tensor([2, 1]))
+    with pytest.raises(ConfigError, match="candidate_counts"):
+        Retrieval()(q, c, positive_index=torch.tensor([0, 1, 0, 1]))
+
+
+def test_deduplicated_candidates_across_several_blocks():
+    rng = np.random.default_rng(2)
+    ids = rng.zipf(1.5, size=2500) % 700            # popular ids repeat, as in real batches
+    unique, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    q, cu = rng.normal(size=(2500, 8)) * 0.3, rng.normal(size=(len(unique), 8)) * 0.3
+    weight = rng.uniform(0.5, 2.0, size=2500)
+    task = Retrieval(remove_accidental_hits=True, temperature=0.7)
+    expanded = run(task, q, cu[inverse], candidate_ids=unique[inverse], sample_weight=weight)
+    deduplicated = run(task, q, cu, candidate_ids=unique, positive_index=inverse, candidate_counts=counts,
+                       sample_weight=weight)
+    gcu = np.zeros_like(cu)
+    np.add.at(gcu, inverse, expanded[2])
+    assert deduplicated[0] == pytest.approx(expanded[0], rel=1e-10)
+    np.testing.assert_allclose(deduplicated[1], expanded[1], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(deduplicated[2], gcu, rtol=1e-8, atol=1e-12)

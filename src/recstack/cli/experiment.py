@@ -135,8 +135,7 @@ def make_optimizer(config: ExperimentConfig, model: Model) -> torch.optim.Optimi
     if o.name == "adagrad":
         from ..optimizers import Adagrad
 
-        return Adagrad(params, lr=o.learning_rate) if not o.weight_decay else torch.optim.Adagrad(
-            params, lr=o.learning_rate, initial_accumulator_value=0.1, eps=1e-7, weight_decay=o.weight_decay)
+        return Adagrad(params, lr=o.learning_rate, weight_decay=o.weight_decay)
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.learning_rate, weight_decay=o.weight_decay)
     if o.name == "adamw":

@@ -34,7 +34,7 @@ from ..exclusions import Exclusions
 from ..layers import MLP, Dense, Embedding
 from ..metrics import FactorizedTopK, RootMeanSquaredError
 from ..models.towers import MaskedMeanEmbedding
-from ..models.two_tower import TwoTowerRetrieval
+from ..models.two_tower import TwoTowerRetrieval, distinct_rows
 from ..tasks import Ranking, Retrieval
 
 
@@ -153,7 +153,8 @@ class FeatureTwoTower(TwoTowerRetrieval):
         super().__init__(query_tower, candidate_tower, task, query_inputs="user", candidate_inputs="item",
                          candidate_id="item",
                          query_key="query_key" if (per_user_metrics or exclude is not None) else None,
-                         sample_weight="weight" if use_weight else None, train_metrics=train_metrics)
+                         sample_weight="weight" if use_weight else None, train_metrics=train_metrics,
+                         deduplicate_candidates=True)
         self.retrieval_weight = float(retrieval_weight)
         self.rating_weight = float(rating_weight)
         self.catalogue = catalogue
@@ -184,20 +185,23 @@ class FeatureTwoTower(TwoTowerRetrieval):
         self.item_probability.copy_(counts / max(int(items.shape[0]), 1))
 
     def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
+        # Item towers read only the item id (features come from per-item tables), so the tower runs
+        # once per distinct item and the loss scores distinct items with their multiplicities.
+        items, inverse, counts, _ = distinct_rows(batch["item"])
         q = self.query_embeddings(batch)
-        c = self.candidate_embeddings(batch)
+        c = self.candidate_tower(items)                                   # [u, d]
         weight = batch[self.sample_weight] if self.sample_weight else None
         total = q.new_zeros(())
         if self.retrieval_weight > 0 or not training:
-            probability = self.item_probability[batch["item"]] if self.logq_correction and training else None
-            loss = self.task(q, c, sample_weight=weight, candidate_ids=batch["item"],
-                             candidate_sampling_probability=probability,
+            probability = self.item_probability[items] if self.logq_correction and training else None
+            loss = self.task(q, c, sample_weight=weight, candidate_ids=items, positive_index=inverse,
+                             candidate_counts=counts, candidate_sampling_probability=probability,
                              query_keys=batch[self.query_key] if self.query_key else None,
                              compute_metrics=self.train_metrics or not training)
             total = total + self.retrieval_weight * loss
         if self.rating_task is not None:
             assert self.rating_head is not None
-            predicted = self.rating_head(torch.cat([q, c], dim=1)).squeeze(-1)
+            predicted = self.rating_head(torch.cat([q, c.index_select(0, inverse)], dim=1)).squeeze(-1)
             total = total + self.rating_weight * self.rating_task(batch["rating"], predicted, sample_weight=weight)
         return total
 

@@ -72,7 +72,8 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
     """Forward computes loss and gradients; backward only scales them."""
 
     @staticmethod
-    def forward(ctx, q, c, weight, log_q, ids, temperature, num_hard_negatives, scale, needs_grad):
+    def forward(ctx, q, c, weight, log_q, ids, positives, log_count, own_count_one,
+                temperature, num_hard_negatives, scale, needs_grad):
         n, m = q.shape[0], c.shape[0]
         grad_q = torch.empty_like(q) if needs_grad else None
         grad_c = torch.zeros_like(c) if needs_grad else None
@@ -87,7 +88,16 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
                 logits.div_(temperature)
             if log_q is not None:
                 logits.sub_(log_q[:, None])
-            diag = logits.diagonal(offset=-s)             # positives at (s + i, i)
+            # Positives: (s + i, i) on a diagonal, or (positives[s + i], i) for deduplicated candidates.
+            cols = torch.arange(r) if positives is not None else None
+            rows = positives[s:e] if positives is not None else None
+            diag = logits.diagonal(offset=-s) if positives is None else None
+            positive = diag.clone() if positives is None else logits[rows, cols]
+            if log_count is not None:
+                # A unique candidate standing for k in-batch copies enters the partition sum k times.
+                logits.add_(log_count[:, None])
+                if own_count_one:  # accidental hits removed: the positive's own copies count once
+                    logits[rows, cols] = positive
             if ids is not None:
                 hit = ids[:, None] == ids[None, s:e]
                 hit.diagonal(offset=-s).fill_(False)
@@ -98,7 +108,6 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
                 top = torch.topk(boosted, num_hard_negatives + 1, dim=0).indices
                 keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(0, top, True)
                 logits.masked_fill_(~keep, float("-inf"))
-            positive = diag.clone()
             peak = logits.amax(dim=0)
             logits.sub_(peak).exp_()
             total = logits.sum(dim=0)
@@ -110,7 +119,10 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
                     column_scale = column_scale / temperature
                 # softmax (exp / total) and the column scale in one pass, then subtract the label.
                 logits.mul_(column_scale / total)
-                diag.sub_(column_scale)
+                if positives is None:
+                    diag.sub_(column_scale)
+                else:
+                    logits.index_put_((rows, cols), -column_scale, accumulate=True)
                 torch.mm(logits.t(), c, out=grad_q[s:e])
                 grad_c.addmm_(logits, q[s:e])
         weighted = losses * weight if weight is not None else losses
@@ -121,7 +133,7 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grad_q, grad_c = ctx.saved_tensors
-        return (grad_q * grad_output, grad_c * grad_output) + (None,) * 7
+        return (grad_q * grad_output, grad_c * grad_output) + (None,) * 10
 
 
 def softmax_retrieval_loss(
@@ -133,6 +145,8 @@ def softmax_retrieval_loss(
     temperature: float | None = None,
     num_hard_negatives: int | None = None,
     reduction: str = "sum",
+    positive_index: torch.Tensor | None = None,
+    candidate_counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """In-batch softmax loss (see module docstring), fused and cache-blocked.
 
@@ -145,6 +159,14 @@ def softmax_retrieval_loss(
         temperature: divide scores by this before the softmax.
         num_hard_negatives: keep only this many hardest negatives per query.
         reduction: "sum" (TFRS) or "mean" (sum / n).
+        positive_index, candidate_counts: the deduplicated form of an in-batch candidate
+            set whose duplicates share one embedding: ``candidate_embeddings`` [u, d] holds
+            each distinct candidate once, ``candidate_counts`` [u] how often it occurs in the
+            batch, and query i's positive is row ``positive_index[i]``. The loss and the
+            gradients equal those of the expanded batch ``candidate_embeddings[positive_index]``
+            (a candidate with k copies adds log k to its logit), at u/n of the cost. With
+            ``candidate_ids`` (accidental hits) the positive's own copies count once.
+            Not combinable with ``num_hard_negatives``.
 
     Returns:
         Scalar loss. Gradients flow to both embedding tensors (no double backward).
@@ -160,6 +182,14 @@ def softmax_retrieval_loss(
         log_q = torch.log(torch.clamp(candidate_sampling_probability.detach().reshape(-1).to(dtype),
                                       _LOG_PROB_FLOOR, 1.0))
     ids = None if candidate_ids is None else candidate_ids.detach().reshape(-1)
+    positives = log_count = None
+    own_count_one = False
+    if positive_index is not None:
+        if candidate_counts is None or num_hard_negatives is not None:
+            raise ValueError("positive_index needs candidate_counts and excludes num_hard_negatives.")
+        positives = positive_index.detach().reshape(-1).long()
+        log_count = torch.log(candidate_counts.detach().reshape(-1).to(dtype))
+        own_count_one, ids = ids is not None, None  # ids are distinct: no other copy to mask
     return _FusedSoftmaxLoss.apply(
-        query_embeddings, candidate_embeddings, weight, log_q, ids,
+        query_embeddings, candidate_embeddings, weight, log_q, ids, positives, log_count, own_count_one,
         temperature, num_hard_negatives, scale, needs_grad)

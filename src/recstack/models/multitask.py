@@ -28,6 +28,7 @@ from ..metrics.factorized_top_k import FactorizedTopK
 from ..tasks.ranking import Ranking
 from ..tasks.retrieval import Retrieval
 from .base import Model
+from .two_tower import distinct_rows
 
 
 class MultiTaskModel(Model):
@@ -85,11 +86,20 @@ class MultiTaskModel(Model):
         return users, movies, self.rating_model(torch.cat([users, movies], dim=1))
 
     def task_losses(self, batch: Batch, compute_metrics: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rating loss, retrieval loss) of a batch, unweighted."""
-        users, movies, ratings = self(batch[self.user_column], batch[self.item_column])
+        """(rating loss, retrieval loss) of a batch, unweighted.
+
+        The movie embedding depends only on the id, so the retrieval loss scores each distinct
+        movie of the batch once with its multiplicity (same value and gradients as TFRS's
+        in-batch softmax over all rows; see :func:`~recstack.models.two_tower.distinct_rows`).
+        """
+        items, inverse, counts, _ = distinct_rows(batch[self.item_column])
+        users = self.user_model(batch[self.user_column])
+        distinct_movies = self.movie_model(items)
+        movies = distinct_movies.index_select(0, inverse)
+        ratings = self.rating_model(torch.cat([users, movies], dim=1))
         rating_loss = self.rating_task(batch[self.rating_column], ratings, compute_metrics=compute_metrics)
-        retrieval_loss = self.retrieval_task(users, movies, candidate_ids=batch[self.item_column],
-                                             compute_metrics=compute_metrics)
+        retrieval_loss = self.retrieval_task(users, distinct_movies, candidate_ids=items, positive_index=inverse,
+                                             candidate_counts=counts, compute_metrics=compute_metrics)
         return rating_loss, retrieval_loss
 
     def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:

@@ -110,7 +110,7 @@ def build_retrieval_model(features: MovieLensFeatures, movies: Columns, *, layer
         query, candidate, task,
         query_inputs=QUERY_INPUTS if use_timestamp else QUERY_INPUTS[:1],
         candidate_inputs=CANDIDATE_INPUTS if use_text else CANDIDATE_INPUTS[:1],
-        candidate_id="title_id", query_key=query_key, train_metrics=train_metrics,
+        candidate_id="title_id", query_key=query_key, train_metrics=train_metrics, deduplicate_candidates=True,
         sampling_probability=SAMPLING_PROBABILITY if logq_correction else None)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
@@ -57,9 +58,9 @@ class MaskedMeanEmbedding(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 2:
             raise ShapeError(f"token ids must be [batch, length]; got shape {tuple(tokens.shape)}.")
-        mask = (tokens != 0).to(self.embedding.weight.dtype)            # [B, L]
-        summed = torch.einsum("bl,bld->bd", mask, self.embedding(tokens))
-        return summed / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
+        # embedding_bag's mean skips padding_idx in both the sum and the count (and gives
+        # zeros for an all-padding bag): the formula above, without a [B, L, d] intermediate.
+        return F.embedding_bag(tokens, self.embedding.weight, mode="mean", padding_idx=0)
 
 
 class _ConfigurableTower(nn.Module):

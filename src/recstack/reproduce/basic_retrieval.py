@@ -59,7 +59,7 @@ def build_basic_retrieval(data: MovieLens100K, embedding_dim: int = 32, split_se
     task = Retrieval(metrics=FactorizedTopK(TowerCandidates(movie_embedding, candidate_ids), candidate_ids))
     model = TwoTowerRetrieval(user_embedding, movie_embedding, task, query_inputs="user_id",
                               candidate_inputs="movie_title", candidate_id="movie_title",
-                              train_metrics=train_metrics)
+                              train_metrics=train_metrics, deduplicate_candidates=True)
 
     def encode(df):
         return Columns({"user_id": user_lookup(df["user_id"].to_numpy()),

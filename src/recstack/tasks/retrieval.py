@@ -86,6 +86,8 @@ class Retrieval(Task):
         compute_metrics: bool = True,
         compute_batch_metrics: bool = True,
         query_keys: torch.Tensor | None = None,
+        positive_index: torch.Tensor | None = None,
+        candidate_counts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Loss for one batch; also updates metrics.
 
@@ -100,12 +102,30 @@ class Retrieval(Task):
             compute_metrics: update the factorized metrics (slow on big catalogues).
             compute_batch_metrics: update the batch metrics.
             query_keys: [n] integer query keys for metrics with exclusions/grouping.
+            positive_index, candidate_counts: deduplicated candidates (see
+                :func:`~recstack.layers.retrieval_loss.softmax_retrieval_loss`): then
+                ``candidate_embeddings`` [u, d] (and ``candidate_ids`` /
+                ``candidate_sampling_probability`` [u]) hold each distinct in-batch candidate
+                once, ``candidate_counts`` [u] its number of copies and ``positive_index`` [n]
+                the row of query i's positive. Same loss and gradients as the expanded batch,
+                at u/n of the cost; use it when a candidate's embedding depends only on its id.
 
         Returns:
             Scalar loss tensor.
         """
+        if positive_index is not None:
+            self._check_deduplicated(query_embeddings, candidate_embeddings, positive_index, candidate_counts)
+            if (self.loss_fn is not None or self.num_hard_negatives is not None
+                    or (compute_batch_metrics and self._batch_metrics)):
+                # These paths need the materialised [n, n] logits: expand the duplicates back.
+                candidate_embeddings = candidate_embeddings.index_select(0, positive_index)
+                if candidate_ids is not None:
+                    candidate_ids = candidate_ids.index_select(0, positive_index)
+                if candidate_sampling_probability is not None:
+                    candidate_sampling_probability = candidate_sampling_probability.index_select(0, positive_index)
+                positive_index = candidate_counts = None
         n, m = self._check_shapes(query_embeddings, candidate_embeddings, sample_weight,
-                                  candidate_sampling_probability, candidate_ids)
+                                  candidate_sampling_probability, candidate_ids, positive_index is not None)
         if self.remove_accidental_hits and candidate_ids is None:
             raise ConfigError("remove_accidental_hits=True needs candidate_ids= in the call.")
         ids_for_loss = candidate_ids if self.remove_accidental_hits else None
@@ -114,19 +134,21 @@ class Retrieval(Task):
             loss = softmax_retrieval_loss(
                 query_embeddings, candidate_embeddings, sample_weight,
                 candidate_sampling_probability, ids_for_loss, self.temperature,
-                self.num_hard_negatives, self.reduction)
+                self.num_hard_negatives, self.reduction, positive_index, candidate_counts)
             scores = labels = None
         else:
             scores, labels = self.logits_and_labels(
                 query_embeddings, candidate_embeddings, candidate_sampling_probability, ids_for_loss)
             loss = self.loss_fn(labels, scores, sample_weight)
 
-        if compute_metrics:
+        if compute_metrics and self._metrics:
+            positives = candidate_embeddings[:n] if positive_index is None else candidate_embeddings[positive_index]
+            positive_ids = None
+            if candidate_ids is not None:
+                positive_ids = candidate_ids[:n] if positive_index is None else candidate_ids[positive_index]
             for metric in self._metrics:
-                metric.update_state(
-                    query_embeddings, candidate_embeddings[:n],
-                    true_candidate_ids=None if candidate_ids is None else candidate_ids[:n],
-                    sample_weight=sample_weight, query_keys=query_keys)
+                metric.update_state(query_embeddings, positives, true_candidate_ids=positive_ids,
+                                    sample_weight=sample_weight, query_keys=query_keys)
         if compute_batch_metrics and self._batch_metrics:
             with torch.no_grad():
                 if scores is None:
@@ -158,7 +180,22 @@ class Retrieval(Task):
         return scores, labels
 
     @staticmethod
-    def _check_shapes(q, c, sample_weight, sampling_probability, candidate_ids) -> tuple[int, int]:
+    def _check_deduplicated(q, c, positive_index, candidate_counts) -> None:
+        if candidate_counts is None:
+            raise ConfigError("positive_index= needs candidate_counts= (copies of each distinct candidate).")
+        n, u = q.shape[0], c.shape[0]
+        if positive_index.reshape(-1).shape[0] != n or candidate_counts.reshape(-1).shape[0] != u:
+            raise ShapeError(f"positive_index must have {n} entries (one per query) and candidate_counts {u} "
+                             f"(one per candidate row); got {tuple(positive_index.shape)} and "
+                             f"{tuple(candidate_counts.shape)}.")
+        if int(candidate_counts.sum()) != n:
+            raise ShapeError(f"candidate_counts must sum to the number of queries ({n}); got "
+                             f"{int(candidate_counts.sum())}. Use torch.unique(ids, return_inverse=True, "
+                             "return_counts=True) on the batch's candidate ids.")
+
+    @staticmethod
+    def _check_shapes(q, c, sample_weight, sampling_probability, candidate_ids,
+                      deduplicated: bool = False) -> tuple[int, int]:
         if q.dim() != 2 or c.dim() != 2:
             raise ShapeError(
                 f"query and candidate embeddings must be 2-D [batch, dim]; got {tuple(q.shape)} "
@@ -168,7 +205,7 @@ class Retrieval(Task):
             raise ShapeError(
                 f"query embeddings have dimension {q.shape[1]} but candidate embeddings "
                 f"{c.shape[1]}; both towers must output the same embedding size.")
-        if m < n:
+        if m < n and not deduplicated:
             raise ShapeError(
                 f"{n} queries but only {m} candidates: every query needs its positive candidate "
                 "at the same row (extra candidate rows are extra negatives).")
