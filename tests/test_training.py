@@ -164,3 +164,28 @@ def test_fit_and_evaluate_read_any_batch_source():
     assert len(history.history["loss"]) == 3
     # Evaluation reads the source in order (epoch 0) and agrees with the same rows as Columns.
     assert model.evaluate(ListSource(data, 64), batch_size=64) == pytest.approx(model.evaluate(data, batch_size=64))
+
+
+@pytest.mark.parametrize("remove_hits", [False, True])
+def test_two_tower_deduplicated_candidates_train_identically(remove_hits):
+    """deduplicate_candidates runs the item tower once per distinct item; training must not change."""
+    from recstack.models.two_tower import TwoTowerRetrieval
+
+    def model(dedup):
+        torch.manual_seed(3)
+        items = torch.arange(15)
+        user, item = Embedding(20, 8), Embedding(15, 8)
+        task = Retrieval(metrics=FactorizedTopK(recstack.TowerCandidates(item, items), items, ks=(1, 5)),
+                         remove_accidental_hits=remove_hits)
+        return TwoTowerRetrieval(user, item, task, "user", "item", candidate_id="item",
+                                 deduplicate_candidates=dedup)
+
+    runs = []
+    for dedup in (False, True):
+        m = model(dedup)
+        h = m.fit(synthetic(), epochs=3, batch_size=64, optimizer=lambda p: torch.optim.Adagrad(p, lr=0.5),
+                  seed=7, verbose=False)
+        runs.append((h.history["loss"], m.evaluate(synthetic(seed=1), batch_size=100), m.candidate_tower.weight))
+    assert runs[1][0] == pytest.approx(runs[0][0], rel=1e-5)
+    assert runs[1][1] == pytest.approx(runs[0][1], rel=1e-5)
+    torch.testing.assert_close(runs[1][2], runs[0][2], rtol=1e-4, atol=1e-6)
