@@ -14,7 +14,8 @@ from recstack.cli.config import load_config
 from recstack.cli.main import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-MOVIELENS_CONFIGS = ["basic_retrieval.yaml", "multitask.yaml", "movielens_best.yaml", "popularity.yaml", "ease.yaml"]
+MOVIELENS_CONFIGS = ["basic_retrieval.yaml", "deep_retrieval.yaml", "multitask.yaml", "movielens_best.yaml",
+                     "popularity.yaml", "ease.yaml"]
 
 
 def test_every_shipped_config_is_valid():
@@ -35,6 +36,17 @@ def test_recstack_train_runs_each_movielens_config(name, synthetic_ml100k, tmp_p
     assert set(metrics["protocols"]) == {"seed", "exclude-seen"}
     # 45 synthetic movies < 100: every positive is within the top 100.
     assert metrics["protocols"]["seed"]["factorized_top_k/top_100_categorical_accuracy"] == pytest.approx(1.0)
+
+
+def test_recstack_train_runs_the_autorec_config(synthetic_ml100k, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))
+    run = tmp_path / "run"
+    code = main(["train", str(CONFIGS / "autorec.yaml"), "--run-dir", str(run), "--progress", "quiet",
+                 "--set", "training.epochs=2", "--set", "model.hidden_sizes=[32]", "--set", "output.plots=false"])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 < metrics["test"]["root_mean_squared_error"] < 4
+    assert set(metrics["protocols"]) == {"exclude-seen"}
 
 
 def test_demo_quick_prints_the_comparison_and_recommendations(synthetic_ml100k, tmp_path, monkeypatch, capsys):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..columns import Columns
@@ -64,6 +65,7 @@ class Prepared:
     tables: dict[str, dict[str, torch.Tensor]]
     labels: list[str] | None
     info: dict[str, Any] = field(default_factory=dict)
+    timestamps: torch.Tensor | None = None  # what time features are fitted on (see ModelContext)
 
 
 def prepare(config: ExperimentConfig, reporter: Reporter, pre: Preprocessing | None = None) -> Prepared:
@@ -93,8 +95,11 @@ def prepare(config: ExperimentConfig, reporter: Reporter, pre: Preprocessing | N
         "cold_start": {"test_rows_unknown_user": int((test.get("user") == 0).sum()),
                        "test_rows_dropped_unknown_item": len(splits.test) - len(test_frame)},
     }
+    fit_rows = frame if config.features.vocabulary == "all" else splits.train
+    timestamps = (torch.from_numpy(fit_rows["timestamp"].to_numpy(np.float64, copy=True))
+                  if "timestamp" in fit_rows else None)
     return Prepared(data, splits, pre, train, validation, test, seen_train, seen_before_test,
-                    feature_tables(pre, data), item_labels(pre, data), info)
+                    feature_tables(pre, data), item_labels(pre, data), info, timestamps)
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -109,7 +114,8 @@ def model_context(config: ExperimentConfig, pre: Preprocessing, prepared: Prepar
         feature_tables=prepared.tables if prepared is not None else None, ks=tuple(config.evaluation.ks),
         validation_protocol=config.evaluation.validation_protocol, exclude=exclude, has_rating=has_rating,
         has_weight=has_weight, train_metrics=config.training.train_metrics,
-        train=prepared.train if prepared is not None else None)
+        train=prepared.train if prepared is not None else None,
+        timestamps=prepared.timestamps if prepared is not None else None)
 
 
 def build_model(config: ExperimentConfig, ctx: ModelContext) -> Model:
@@ -303,6 +309,8 @@ def _fit(config: ExperimentConfig, run: RunDir, model: Model, train_cols: Column
          reporter: Reporter, checkpoint: dict[str, Any] | None) -> History:
     t = config.training
     optimizer = make_optimizer(config, model)
+    training_data = getattr(model, "training_data", None)
+    train_source = training_data(train_cols) if callable(training_data) else train_cols
     history = History()
     initial_epoch = 0
     if checkpoint is not None:
@@ -319,7 +327,7 @@ def _fit(config: ExperimentConfig, run: RunDir, model: Model, train_cols: Column
     run.write_status("running", epoch=initial_epoch, epochs=t.epochs)
     try:
         if initial_epoch < t.epochs:
-            model.fit(train_cols, epochs=t.epochs, batch_size=t.batch_size, optimizer=optimizer,
+            model.fit(train_source, epochs=t.epochs, batch_size=t.batch_size, optimizer=optimizer,
                       validation_data=val_cols, validation_freq=t.validation_freq,
                       validation_batch_size=config.evaluation.batch_size, shuffle=t.shuffle, seed=config.seed,
                       verbose=reporter.progress(), callbacks=callbacks, initial_epoch=initial_epoch)
@@ -356,8 +364,10 @@ def evaluate_protocol(model: Model, test: Columns, catalogue: torch.Tensor, prot
                                 for i in range(0, catalogue.shape[0], 8192)])
         per_user = protocol == "exclude-seen"
         metric = FactorizedTopK(candidates, catalogue.to(device), ks=ks, exclude=seen if per_user else None)
+        contextual = callable(getattr(model, "query_embeddings", None))
         for batch in test.batches(batch_size):
-            metric.update_state(model.user_embeddings(batch["user"]), model.item_embeddings(batch["item"]),
+            queries = model.query_embeddings(batch) if contextual else model.user_embeddings(batch["user"])
+            metric.update_state(queries, model.item_embeddings(batch["item"]),
                                 true_candidate_ids=batch["item"],
                                 query_keys=batch["query_key"] if per_user else None)
         return metric.result()
@@ -367,9 +377,10 @@ def evaluate_protocol(model: Model, test: Columns, catalogue: torch.Tensor, prot
 
 
 def wants_test_loss(config: ExperimentConfig) -> bool:
-    """Test loss/RMSE via ``model.evaluate`` only for gradient-trained kinds with a rating task:
+    """Test loss/RMSE via ``model.evaluate`` for rating models and gradient-trained kinds with a rating task:
     the retrieval loss over the test split costs as much as an epoch and ranks nothing."""
-    return get_model_kind(config.model.kind).gradient_trained and config.tasks.rating.weight > 0
+    kind = get_model_kind(config.model.kind)
+    return kind.predicts_ratings or (kind.gradient_trained and config.tasks.rating.weight > 0)
 
 
 def evaluate_run(config: ExperimentConfig, model: Model, test: Columns, pre: Preprocessing, seen: Exclusions,

@@ -10,6 +10,8 @@ recommendation needs::
            + [E_cat_j[C[i, j]] for each categorical column j]  (d each)
            + [W_num N[i] + b]                                  (d, if numeric columns)
            + [masked mean_t E_tok[T[i, t]]]                    (d, if a text column)
+           + [E_time[bucket(t)], norm(t)]                      (d + 1, if timestamp_buckets;
+                                                                t = the interaction's timestamp)
     output = MLP(layer_sizes)(concat(parts))    if layer_sizes
            = Dense(len(parts) * d -> d)(concat)  if several parts and no layer_sizes
            = parts[0]                            otherwise (a plain id embedding)
@@ -32,6 +34,7 @@ from ..columns import Batch
 from ..errors import ShapeError
 from ..exclusions import Exclusions
 from ..layers import MLP, Dense, Embedding
+from ..layers.time_context import TimestampFeatures
 from ..metrics import FactorizedTopK, RootMeanSquaredError
 from ..models.towers import MaskedMeanEmbedding
 from ..models.two_tower import TwoTowerRetrieval, distinct_rows
@@ -51,18 +54,24 @@ class FeatureTower(nn.Module):
         layer_sizes: MLP widths on top of the concatenated parts (empty = none).
         activation: hidden activation of the MLP.
         l2: L2 coefficient on every embedding table and dense kernel.
+        timestamp_buckets: add the interaction time as context (the TFRS deep-retrieval query
+            tower): :class:`~recstack.layers.time_context.TimestampFeatures` with this many
+            equal-width boundaries, fitted with :meth:`fit_timestamps`. 0 = no time feature.
 
-    Input LongTensor [B] of ids -> [B, output_dim].
+    Input LongTensor [B] of ids (and, with timestamp_buckets, timestamps [B]; without them
+    the latest fitted timestamp stands for "now") -> [B, output_dim].
     """
 
     def __init__(self, num_ids: int, embedding_dim: int = 32, categorical_sizes: Sequence[int] = (),
                  num_numeric: int = 0, text_vocab_size: int = 0, text_length: int = 0,
-                 layer_sizes: Sequence[int] = (), activation: str = "relu", l2: float = 0.0):
+                 layer_sizes: Sequence[int] = (), activation: str = "relu", l2: float = 0.0,
+                 timestamp_buckets: int = 0):
         super().__init__()
         self.config = {"num_ids": int(num_ids), "embedding_dim": int(embedding_dim),
                        "categorical_sizes": [int(n) for n in categorical_sizes], "num_numeric": int(num_numeric),
                        "text_vocab_size": int(text_vocab_size), "text_length": int(text_length),
-                       "layer_sizes": [int(n) for n in layer_sizes], "activation": activation, "l2": float(l2)}
+                       "layer_sizes": [int(n) for n in layer_sizes], "activation": activation, "l2": float(l2),
+                       "timestamp_buckets": int(timestamp_buckets)}
         d = int(embedding_dim)
         # Created first, so a feature-less tower initialises exactly like a lone Embedding.
         self.id_embedding = Embedding(num_ids, d, l2=l2)
@@ -74,12 +83,15 @@ class FeatureTower(nn.Module):
         self.register_buffer("numeric_table", torch.zeros(num_ids, int(num_numeric)))
         self.register_buffer("text_table", torch.zeros(num_ids, int(text_length) if text_vocab_size else 0,
                                                        dtype=torch.long))
-        num_parts = 1 + len(self.categorical) + (self.numeric is not None) + (self.text is not None)
+        self.time = TimestampFeatures(int(timestamp_buckets), d, l2=l2) if timestamp_buckets else None
+        num_parts = (1 + len(self.categorical) + (self.numeric is not None) + (self.text is not None)
+                     + (self.time is not None))
+        width = num_parts * d + (self.time is not None)   # the time part adds the normalised value
         if layer_sizes:
-            self.head: nn.Module = MLP(num_parts * d, list(layer_sizes), activation=activation, l2=l2)
+            self.head: nn.Module = MLP(width, list(layer_sizes), activation=activation, l2=l2)
             self.output_dim = int(layer_sizes[-1])
         elif num_parts > 1:
-            self.head = Dense(num_parts * d, d, l2=l2)
+            self.head = Dense(width, d, l2=l2)
             self.output_dim = d
         else:
             self.head = nn.Identity()
@@ -96,7 +108,12 @@ class FeatureTower(nn.Module):
                 raise ShapeError(f"{name} must have shape {tuple(current.shape)}; got {tuple(value.shape)}.")
             current.copy_(value.to(current.dtype))
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def fit_timestamps(self, timestamps: torch.Tensor) -> None:
+        """Fit the time feature's buckets and normalisation (no-op without timestamp_buckets)."""
+        if self.time is not None:
+            self.time.fit(timestamps)
+
+    def forward(self, ids: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
         ids = ids.long()
         parts = [self.id_embedding(ids)]
         if len(self.categorical):
@@ -106,6 +123,8 @@ class FeatureTower(nn.Module):
             parts.append(self.numeric(self.numeric_table[ids]))
         if self.text is not None:
             parts.append(self.text(self.text_table[ids]))
+        if self.time is not None:
+            parts.append(self.time(timestamps, batch_size=ids.shape[0]))
         features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return self.head(features)
 
@@ -170,9 +189,18 @@ class FeatureTwoTower(TwoTowerRetrieval):
             self.rating_head = None
             self.rating_task = None
 
+    def query_embeddings(self, batch: Batch) -> torch.Tensor:
+        """[B, d] queries of a batch: the user, and the row's timestamp when the tower uses time."""
+        if self.query_tower.time is None:
+            return self.query_tower(batch["user"])
+        if "timestamp" not in batch:
+            raise ShapeError("this model's user tower uses the interaction time (model.timestamp_buckets) but "
+                             "the batch has no 'timestamp' column; map one with data.columns.timestamp.")
+        return self.query_tower(batch["user"], batch["timestamp"])
+
     # The factorized-model contract used for evaluation, recommend and similar.
     def user_embeddings(self, users: torch.Tensor) -> torch.Tensor:
-        """[B] user ids -> [B, d]."""
+        """[B] user ids -> [B, d] (a time-aware tower queries at the latest training time)."""
         return self.query_tower(users)
 
     def item_embeddings(self, items: torch.Tensor) -> torch.Tensor:

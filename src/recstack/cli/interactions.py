@@ -440,7 +440,8 @@ def _scatter(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
 
 # -- encoding ---------------------------------------------------------------------------------------
 def encode(df: pd.DataFrame, pre: Preprocessing) -> Columns:
-    """Rows -> Columns ``user``, ``item``, ``query_key`` and the optional ``rating``, ``weight``.
+    """Rows -> Columns ``user``, ``item``, ``query_key`` and the optional ``rating``, ``weight``
+    (float32) and ``timestamp`` (float64 seconds: Unix times stay exact).
 
     ``query_key`` is the user id for known users and ``num_users + k`` for the k-th distinct
     unknown user, so per-user metrics never merge different cold-start users.
@@ -455,6 +456,8 @@ def encode(df: pd.DataFrame, pre: Preprocessing) -> Columns:
     for name in ("rating", "weight"):
         if name in df:
             cols[name] = torch.from_numpy(df[name].to_numpy(np.float32))
+    if "timestamp" in df:
+        cols["timestamp"] = torch.from_numpy(df["timestamp"].to_numpy(np.float64, copy=True))
     return Columns(cols)
 
 

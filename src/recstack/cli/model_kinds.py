@@ -17,11 +17,16 @@ Builder contract
 * trains on :class:`recstack.Columns` with ``user`` and ``item`` (LongTensor ids from
   the run's vocabularies, 0 = unknown), ``query_key`` (LongTensor, one value per
   distinct raw user: per-user metrics) and, when the data has them, ``rating`` and
-  ``weight`` (float32). Gradient-trained kinds are trained by ``model.fit`` with the
+  ``weight`` (float32) and ``timestamp`` (float64 seconds). Gradient-trained kinds are trained by ``model.fit`` with the
   config's optimizer; kinds registered with ``gradient_trained=False`` get one
   ``model.fit(train_columns)`` call (closed form: no optimizer, no epochs, no checkpoints);
 * implements ``user_embeddings(users [B]) -> [B, d]`` and ``item_embeddings(items [B]) -> [B, d]``
-  (score = dot product); evaluation protocols, ``recommend`` and ``similar`` use only these;
+  (score = dot product); ``recommend`` and ``similar`` use only these. A model whose queries
+  depend on per-interaction context (e.g. the time) also implements ``query_embeddings(batch)
+  -> [B, d]``; the evaluation protocols then score each test row with its own context;
+* may define ``training_data(train: Columns) -> BatchSource`` to train on something other
+  than the interaction rows (AutoRec: the rows of its rating matrix); validation and test
+  data stay interaction rows;
 * keeps everything it learns in its ``state_dict`` (parameters or persistent buffers) with
   shapes that depend on ``ctx`` alone: a saved run is reloaded by calling the builder again
   with ``ctx.train = None`` and ``load_state_dict(torch.load(model.pt, weights_only=True))``.
@@ -30,8 +35,9 @@ Builder contract
   is reproducible); per-epoch validation metrics come from the model's own Task metrics,
   configured from ``ctx.ks``, ``ctx.exclude`` and ``ctx.validation_protocol``.
 
-Slots: the deep-retrieval, multitask and AutoRec kinds register here the same way once
-their models land (see the bottom of this module).
+The seed experiments map onto these kinds: basic retrieval, deep retrieval (``two_tower``
+with ``timestamp_buckets`` and an item text table) and multi-task (``two_tower`` with a
+rating task) are ``two_tower`` configurations; AutoRec is its own kind.
 """
 
 from __future__ import annotations
@@ -82,6 +88,9 @@ class ModelContext:
         has_rating, has_weight: whether batches carry ``rating`` / ``weight``.
         train_metrics: compute retrieval metrics during training too.
         train: encoded training rows (None when rebuilding a saved run).
+        timestamps: float64 [n] interaction times to fit time features on (the training rows, or
+            all rows with ``features.vocabulary: all``); None without a timestamp column or when
+            rebuilding a saved run (fitted values are buffers in the state_dict).
     """
 
     num_users: int
@@ -98,6 +107,7 @@ class ModelContext:
     has_weight: bool = False
     train_metrics: bool = False
     train: Columns | None = None
+    timestamps: torch.Tensor | None = None
 
 
 Builder = Callable[[ModelContext, Any], Model]
@@ -110,13 +120,15 @@ class ModelKind:
     params: type
     description: str = ""
     gradient_trained: bool = True
+    predicts_ratings: bool = False
 
 
 _KINDS: dict[str, ModelKind] = {}
 
 
 def register_model_kind(name: str, builder: Builder, params: type | None = None, description: str = "",
-                        gradient_trained: bool = True, replace: bool = False) -> ModelKind:
+                        gradient_trained: bool = True, replace: bool = False,
+                        predicts_ratings: bool = False) -> ModelKind:
     """Make ``model.kind: name`` available to configs (see the module docstring for the contract).
 
     Args:
@@ -127,10 +139,12 @@ def register_model_kind(name: str, builder: Builder, params: type | None = None,
         description: one line for ``recstack --help`` listings.
         gradient_trained: False for closed-form models (one ``fit(train)`` call).
         replace: allow re-registering an existing name.
+        predicts_ratings: a rating model: its test loss and RMSE (``model.evaluate`` on the test
+            rows) are always reported, whatever ``tasks.rating.weight`` says.
     """
     if name in _KINDS and not replace:
         raise ConfigError(f"model kind {name!r} is already registered; pass replace=True to override it.")
-    kind = ModelKind(name, builder, params or _NoParams, description, gradient_trained)
+    kind = ModelKind(name, builder, params or _NoParams, description, gradient_trained, predicts_ratings)
     _KINDS[name] = kind
     return kind
 
@@ -162,6 +176,9 @@ class TwoTowerParams:
     ``layer_sizes``: MLP widths on top of each tower's concatenated parts (empty: a
     linear projection when there are features, nothing otherwise).
     ``rating_layer_sizes``: hidden widths of the rating head (used when tasks.rating.weight > 0).
+    ``timestamp_buckets``: add the interaction time to the user tower (bucket embedding over this
+    many equal-width boundaries + the normalised time, as in the TFRS deep-retrieval tutorial,
+    which uses 1000); needs ``data.columns.timestamp``. 0 = no time feature.
     """
 
     embedding_dim: int = 32
@@ -171,6 +188,7 @@ class TwoTowerParams:
     use_user_features: bool = True
     use_item_features: bool = True
     rating_layer_sizes: list[int] = field(default_factory=lambda: [64, 32])
+    timestamp_buckets: int = 0
 
 
 def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
@@ -183,13 +201,21 @@ def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
         raise ConfigError(f"model.activation: {exc}") from None
     if p.embedding_dim < 1 or any(n < 1 for n in [*p.layer_sizes, *p.rating_layer_sizes]):
         raise ConfigError("model.embedding_dim and every layer width must be >= 1.")
+    if p.timestamp_buckets < 0:
+        raise ConfigError(f"model.timestamp_buckets must be >= 0 (0 = no time feature); got {p.timestamp_buckets}.")
+    if p.timestamp_buckets and ctx.train is not None and ctx.timestamps is None:
+        raise ConfigError("model.timestamp_buckets uses the interaction time, but the data has no timestamp "
+                          "column; map one with data.columns.timestamp or set model.timestamp_buckets: 0.")
     user_spec = ctx.user_features if p.use_user_features else FeatureSpec()
     item_spec = ctx.item_features if p.use_item_features else FeatureSpec()
     towers = []
-    for num_ids, spec in ((ctx.num_users, user_spec), (ctx.num_items, item_spec)):
+    for num_ids, spec, buckets in ((ctx.num_users, user_spec, p.timestamp_buckets), (ctx.num_items, item_spec, 0)):
         towers.append(FeatureTower(num_ids, p.embedding_dim, spec.categorical_sizes, spec.num_numeric,
-                                   spec.text_vocab_size, spec.text_length, p.layer_sizes, p.activation, p.l2))
+                                   spec.text_vocab_size, spec.text_length, p.layer_sizes, p.activation, p.l2,
+                                   timestamp_buckets=buckets))
     query, candidate = towers
+    if p.timestamp_buckets and ctx.timestamps is not None:
+        query.fit_timestamps(ctx.timestamps)
     if ctx.feature_tables is not None:
         for side, tower, spec in (("user", query, user_spec), ("item", candidate, item_spec)):
             tables = ctx.feature_tables.get(side, {})
@@ -244,16 +270,60 @@ def _baseline_kwargs(ctx: ModelContext) -> dict[str, Any]:
             "query_key": "query_key", "ks": ctx.ks}
 
 
+@dataclass
+class AutoRecParams:
+    """AutoRec (Sedhain et al. 2015; d2l's settings by default): an autoencoder over the rows of the
+    training rating matrix (``based: item``: one row per item, users as inputs; ``user``: the
+    transpose). ``hidden_sizes`` encoder widths, each followed by ``encoder_activation`` and
+    ``dropout``; weights ~ N(0, ``init_std``) (null: Glorot); ``l2`` on the weight matrices;
+    ``clip`` predictions to the training rating range; ``cold_start``: ``global_mean`` predicts
+    the training mean for users/items without training ratings, ``model`` what the network says.
+    """
+
+    based: str = "item"
+    hidden_sizes: list[int] = field(default_factory=lambda: [500])
+    encoder_activation: str = "sigmoid"
+    decoder_activation: str = "identity"
+    dropout: float = 0.05
+    init_std: float | None = 0.01
+    l2: float = 0.0
+    clip: bool = True
+    cold_start: str = "global_mean"
+
+
+def build_autorec(ctx: ModelContext, p: AutoRecParams) -> Model:
+    import numpy as np
+
+    from ..models.autorec import AutoRec
+    from ..models.rating_data import RatingIndex, RatingMatrix
+
+    index = RatingIndex(np.arange(ctx.num_users), np.arange(ctx.num_items))
+    if ctx.train is not None:
+        if "rating" not in ctx.train:
+            raise ConfigError("model kind autorec predicts ratings: map the rating column with "
+                              "data.columns.rating.")
+        matrix = RatingMatrix.from_ids(ctx.train["user"], ctx.train["item"], ctx.train["rating"], index)
+    else:
+        # Rebuilding a saved run: a same-shaped placeholder; load_state_dict brings the matrix.
+        observed = torch.zeros(ctx.num_users, ctx.num_items, dtype=torch.bool)
+        observed[0, 0] = True
+        matrix = RatingMatrix(torch.zeros(ctx.num_users, ctx.num_items), observed, index)
+    try:
+        return AutoRec(matrix, based=p.based, hidden_sizes=p.hidden_sizes, encoder_activation=p.encoder_activation,
+                       decoder_activation=p.decoder_activation, dropout=p.dropout, init_std=p.init_std, l2=p.l2,
+                       rating_range="auto" if p.clip else None, cold_start=p.cold_start, persistent_data=True)
+    except ValueError as exc:  # an unknown activation name
+        raise ConfigError(f"model: {exc}") from None
+
+
 register_model_kind("two_tower", build_two_tower, TwoTowerParams,
                     "two-tower retrieval over id embeddings + optional user/item features (rating head optional)")
 register_model_kind("popularity", build_popularity, PopularityParams,
                     "most-interacted items first (closed form)", gradient_trained=False)
 register_model_kind("ease", build_ease, EASEParams, "EASE linear item-item autoencoder (closed form)",
                     gradient_trained=False)
-# Slots, one line each once the models land in recstack.models:
-# register_model_kind("deep_retrieval", build_deep_retrieval, DeepRetrievalParams, "TFRS deep retrieval towers")
-# register_model_kind("multitask", build_multitask, MultitaskParams, "joint retrieval + rating (TFRS multitask)")
-# register_model_kind("autorec", build_autorec, AutoRecParams, "AutoRec rating autoencoder")
+register_model_kind("autorec", build_autorec, AutoRecParams,
+                    "AutoRec rating autoencoder over rows of the training rating matrix", predicts_ratings=True)
 
-__all__ = ["EASEParams", "FeatureSpec", "ModelContext", "ModelKind", "PopularityParams", "TwoTowerParams",
+__all__ = ["AutoRecParams", "EASEParams", "FeatureSpec", "ModelContext", "ModelKind", "PopularityParams", "TwoTowerParams",
            "get_model_kind", "model_kind_names", "register_model_kind"]

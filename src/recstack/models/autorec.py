@@ -36,6 +36,7 @@ the ``cold_start`` policy: ``"global_mean"`` (default: the training mean) or ``"
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -78,6 +79,9 @@ class AutoRec(Model):
             matrix's (min, max); ``None`` disables clipping.
         cold_start: prediction for users/items without training ratings (see module doc).
         metrics: metrics for the Ranking task (default RootMeanSquaredError).
+        persistent_data: keep the training matrix, its cold-start masks, the training mean and
+            the rating range in the ``state_dict`` (a saved model then predicts on its own; the
+            ``recstack train`` kind uses this). Default: weights only.
 
     Data:
         * ``fit(model.train_columns(), ...)``: batches of ``{"row": [B] int64}``; the loss is
@@ -107,6 +111,7 @@ class AutoRec(Model):
         rating_range: tuple[float, float] | Literal["auto"] | None = "auto",
         cold_start: ColdStart = "global_mean",
         metrics: Metric | Sequence[Metric] | None = None,
+        persistent_data: bool = False,
     ) -> None:
         super().__init__()
         if based not in ("item", "user"):
@@ -123,18 +128,22 @@ class AutoRec(Model):
         self.based: Based = based
         self.index = train.index
         self.cold_start: ColdStart = cold_start
-        self.rating_range = train.rating_range() if rating_range == "auto" else rating_range
-        if self.rating_range is not None and not self.rating_range[0] <= self.rating_range[1]:
-            raise ConfigError(f"rating_range must be (low, high) with low <= high; got {self.rating_range}")
+        bounds = train.rating_range() if rating_range == "auto" else rating_range
+        if bounds is not None and not bounds[0] <= bounds[1]:
+            raise ConfigError(f"rating_range must be (low, high) with low <= high; got {bounds}")
+        self.clips = bounds is not None
 
         inputs, observed = train.oriented(based)
-        # Data, not weights: non-persistent buffers that follow .to(device).
-        self.register_buffer("inputs", inputs, persistent=False)     # [rows, width]
-        self.register_buffer("observed", observed, persistent=False)  # [rows, width] bool
+        # Data, not weights: buffers that follow .to(device), saved only with persistent_data.
+        keep = bool(persistent_data)
+        self.register_buffer("inputs", inputs, persistent=keep)     # [rows, width]
+        self.register_buffer("observed", observed, persistent=keep)  # [rows, width] bool
         # Rows/columns with no training rating, for the cold-start policy.
-        self.register_buffer("row_has_data", observed.any(dim=1), persistent=False)
-        self.register_buffer("col_has_data", observed.any(dim=0), persistent=False)
-        self.global_mean = train.global_mean()
+        self.register_buffer("row_has_data", observed.any(dim=1), persistent=keep)
+        self.register_buffer("col_has_data", observed.any(dim=0), persistent=keep)
+        # [training mean, low, high] (float64; low/high NaN without clipping).
+        stats = [train.global_mean(), *(bounds if bounds is not None else (math.nan, math.nan))]
+        self.register_buffer("rating_stats", torch.tensor(stats, dtype=torch.float64), persistent=keep)
 
         width = inputs.shape[1]
         layers: list[nn.Module] = []
@@ -152,6 +161,16 @@ class AutoRec(Model):
         self.task = Ranking(metrics=metrics if metrics is not None else [RootMeanSquaredError()])
 
     # Shapes -------------------------------------------------------------------------------
+    @property
+    def global_mean(self) -> float:
+        """Mean training rating (the cold-start prediction)."""
+        return float(self.rating_stats[0])
+
+    @property
+    def rating_range(self) -> tuple[float, float] | None:
+        """(low, high) clipping range of predictions, or None."""
+        return (float(self.rating_stats[1]), float(self.rating_stats[2])) if self.clips else None
+
     @property
     def num_rows(self) -> int:
         """Input vectors: num_items (item-based) or num_users (user-based)."""
@@ -193,11 +212,45 @@ class AutoRec(Model):
             f"AutoRec batches need a 'row' column (training rows) or 'user', 'item' and "
             f"'rating' columns (held-out ratings); got {sorted(batch)}.")
 
+    def training_data(self, interactions: Columns | None = None) -> Columns:
+        """What ``fit`` trains on: the matrix rows (``train_columns``), whatever the interactions.
+
+        ``recstack train`` calls this hook with the encoded interaction rows it would train
+        another model on; AutoRec already holds them as its rating matrix.
+        """
+        return self.train_columns()
+
+    # Factorized form ----------------------------------------------------------------------
+    def user_embeddings(self, users: torch.Tensor) -> torch.Tensor:
+        """[B] user indices -> [B, H + 1]: with :meth:`item_embeddings`, the dot product is the
+        decoder's pre-activation for (user, item), i.e. the unclipped predicted rating for the
+        identity decoder (and the same ranking for any increasing decoder activation).
+
+        Item-based: user u is decoder output unit u, so its vector is [V_u, b_u] and the item's
+        is [code(R[:, i]), 1]; user-based swaps the roles.
+        """
+        users = users.long().to(self.inputs.device)
+        return self._code(users) if self.based == "user" else self._unit(users)
+
+    def item_embeddings(self, items: torch.Tensor) -> torch.Tensor:
+        """[B] item indices -> [B, H + 1] (see :meth:`user_embeddings`)."""
+        items = items.long().to(self.inputs.device)
+        return self._code(items) if self.based == "item" else self._unit(items)
+
+    def _code(self, rows: torch.Tensor) -> torch.Tensor:
+        """[code(x_row), 1]: the encoder's output for an input row (eval mode: no dropout)."""
+        with _eval_mode(self):
+            code = self.encoder(self.inputs.index_select(0, rows))
+        return torch.cat([code, code.new_ones(code.shape[0], 1)], dim=1)
+
+    def _unit(self, columns: torch.Tensor) -> torch.Tensor:
+        """[V_j, b_j]: the decoder's weights and bias for output unit j."""
+        return torch.cat([self.decoder.weight[columns], self.decoder.bias[columns, None]], dim=1)
+
     # Prediction ---------------------------------------------------------------------------
     def _clip(self, values: torch.Tensor) -> torch.Tensor:
-        if self.rating_range is None:
-            return values
-        return values.clamp(self.rating_range[0], self.rating_range[1])
+        bounds = self.rating_range
+        return values if bounds is None else values.clamp(bounds[0], bounds[1])
 
     def _check_indices(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         users = torch.as_tensor(users, dtype=torch.long, device=self.inputs.device).reshape(-1)

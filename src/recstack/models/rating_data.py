@@ -164,21 +164,32 @@ class RatingMatrix:
         """
         index = index or RatingIndex.from_frame(df)
         data = index.pairs(df, rating_col)
-        user, item, rating = data["user"], data["item"], data["rating"]
+        return cls.from_ids(data["user"], data["item"], data["rating"], index)
+
+    @classmethod
+    def from_ids(cls, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor,
+                 index: RatingIndex) -> "RatingMatrix":
+        """Scatter encoded (user [n], item [n], rating [n]) triples into a dense matrix.
+
+        Raises:
+            DataError: a (user, item) pair occurs twice, naming it by its raw ids.
+        """
+        user, item = users.long(), items.long()
         flat = user * index.num_items + item
         unique_flat, counts = torch.unique(flat, return_counts=True)
         if bool((counts > 1).any()):
             dup = int(unique_flat[counts > 1][0])
             u, i = divmod(dup, index.num_items)
             raise DataError(
-                f"user {index.user_ids[u]!r} rated item {index.item_ids[i]!r} more than once; "
-                "a rating matrix holds one rating per pair: deduplicate the table first "
-                "(e.g. keep the latest by timestamp).")
-        ratings = torch.zeros(index.num_users, index.num_items)
+                f"user {index.user_ids[u]!r} rated item {index.item_ids[i]!r} more than once "
+                f"({int((counts > 1).sum())} pairs repeat); a rating matrix holds one rating per pair: "
+                "deduplicate the table first (e.g. keep the latest by timestamp; in a recstack "
+                "config: data.duplicates: keep-last).")
+        matrix = torch.zeros(index.num_users, index.num_items)
         observed = torch.zeros(index.num_users, index.num_items, dtype=torch.bool)
-        ratings[user, item] = rating
+        matrix[user, item] = ratings.float()
         observed[user, item] = True
-        return cls(ratings, observed, index)
+        return cls(matrix, observed, index)
 
     @property
     def num_users(self) -> int:
