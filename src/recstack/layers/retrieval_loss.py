@@ -88,23 +88,22 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
                 logits.div_(temperature)
             if log_q is not None:
                 logits.sub_(log_q[:, None])
-            # Positives: (s + i, i) on a diagonal, or (positives[s + i], i) for deduplicated candidates.
-            cols = torch.arange(r) if positives is not None else None
-            rows = positives[s:e] if positives is not None else None
-            diag = logits.diagonal(offset=-s) if positives is None else None
-            positive = diag.clone() if positives is None else logits[rows, cols]
+            # Query s + i's positive sits at (s + i, i), or at (positives[s + i], i).
+            cols = torch.arange(r, device=q.device)
+            rows = cols + s if positives is None else positives[s:e]
+            positive = logits[rows, cols]
             if log_count is not None:
                 # A unique candidate standing for k in-batch copies enters the partition sum k times.
                 logits.add_(log_count[:, None])
                 if own_count_one:  # accidental hits removed: the positive's own copies count once
                     logits[rows, cols] = positive
             if ids is not None:
-                hit = ids[:, None] == ids[None, s:e]
-                hit.diagonal(offset=-s).fill_(False)
+                hit = ids[:, None] == ids[rows][None, :]
+                hit[rows, cols] = False
                 logits.masked_fill_(hit, float("-inf"))
             if num_hard_negatives is not None and num_hard_negatives + 1 < m:
                 boosted = logits.clone()
-                boosted.diagonal(offset=-s).fill_(float("inf"))
+                boosted[rows, cols] = float("inf")
                 top = torch.topk(boosted, num_hard_negatives + 1, dim=0).indices
                 keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(0, top, True)
                 logits.masked_fill_(~keep, float("-inf"))
@@ -119,10 +118,7 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
                     column_scale = column_scale / temperature
                 # softmax (exp / total) and the column scale in one pass, then subtract the label.
                 logits.mul_(column_scale / total)
-                if positives is None:
-                    diag.sub_(column_scale)
-                else:
-                    logits.index_put_((rows, cols), -column_scale, accumulate=True)
+                logits.index_put_((rows, cols), -column_scale, accumulate=True)
                 torch.mm(logits.t(), c, out=grad_q[s:e])
                 grad_c.addmm_(logits, q[s:e])
         weighted = losses * weight if weight is not None else losses
@@ -159,12 +155,13 @@ def softmax_retrieval_loss(
         temperature: divide scores by this before the softmax.
         num_hard_negatives: keep only this many hardest negatives per query.
         reduction: "sum" (TFRS) or "mean" (sum / n).
-        positive_index, candidate_counts: the deduplicated form of an in-batch candidate
-            set whose duplicates share one embedding: ``candidate_embeddings`` [u, d] holds
-            each distinct candidate once, ``candidate_counts`` [u] how often it occurs in the
-            batch, and query i's positive is row ``positive_index[i]``. The loss and the
-            gradients equal those of the expanded batch ``candidate_embeddings[positive_index]``
-            (a candidate with k copies adds log k to its logit), at u/n of the cost. With
+        positive_index: [n] row of query i's positive (default i): e.g. queries of one rank
+            against the candidates of the whole distributed batch.
+        candidate_counts: [m] the deduplicated form of an in-batch candidate set whose
+            duplicates share one embedding: ``candidate_embeddings`` holds each distinct
+            candidate once and ``candidate_counts`` how often it occurs in the batch (with
+            ``positive_index``). The loss and gradients equal those of the expanded batch (a
+            candidate with k copies adds log k to its logit), at m/n of the cost. With
             ``candidate_ids`` (accidental hits) the positive's own copies count once.
             Not combinable with ``num_hard_negatives``.
 
@@ -182,12 +179,12 @@ def softmax_retrieval_loss(
         log_q = torch.log(torch.clamp(candidate_sampling_probability.detach().reshape(-1).to(dtype),
                                       _LOG_PROB_FLOOR, 1.0))
     ids = None if candidate_ids is None else candidate_ids.detach().reshape(-1)
-    positives = log_count = None
+    positives = None if positive_index is None else positive_index.detach().reshape(-1).long()
+    log_count = None
     own_count_one = False
-    if positive_index is not None:
-        if candidate_counts is None or num_hard_negatives is not None:
-            raise ValueError("positive_index needs candidate_counts and excludes num_hard_negatives.")
-        positives = positive_index.detach().reshape(-1).long()
+    if candidate_counts is not None:
+        if positives is None or num_hard_negatives is not None:
+            raise ValueError("candidate_counts needs positive_index and excludes num_hard_negatives.")
         log_count = torch.log(candidate_counts.detach().reshape(-1).to(dtype))
         own_count_one, ids = ids is not None, None  # ids are distinct: no other copy to mask
     return _FusedSoftmaxLoss.apply(

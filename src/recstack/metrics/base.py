@@ -16,10 +16,33 @@ class Metric(abc.ABC):
 
     ``result()`` returns a dict of name -> float so one metric may report
     several values (e.g. FactorizedTopK's one value per k).
+
+    Distributed training: ``sync()`` merges the states of all ranks (sums of the
+    attributes named in ``summed_state``, concatenation of the tensor lists named (with
+    their dtype) in ``gathered_state``), after which every rank's ``result()`` is the single-process one.
     """
+
+    summed_state: tuple[str, ...] = ()
+    gathered_state: tuple[tuple[str, torch.dtype], ...] = ()
 
     def __init__(self, name: str):
         self.name = name
+
+    def sync(self) -> None:
+        """Merge this metric's state over all ranks (no-op in a single process)."""
+        from .. import distributed
+
+        if distributed.world_size() == 1:
+            return
+        if self.summed_state:
+            totals = distributed.all_reduce_sum([float(getattr(self, a)) for a in self.summed_state])
+            for attr, total in zip(self.summed_state, totals):
+                setattr(self, attr, total)
+        for attr, dtype in self.gathered_state:
+            parts = getattr(self, attr)
+            local = torch.cat(parts).to(dtype) if parts else torch.empty(0, dtype=dtype)
+            merged = distributed.gather_tensor(local)
+            setattr(self, attr, [merged] if merged.numel() else [])
 
     @abc.abstractmethod
     def reset_state(self) -> None:
@@ -36,6 +59,8 @@ class Metric(abc.ABC):
 
 class Mean(Metric):
     """Weighted mean of values: sum(w * x) / sum(w)."""
+
+    summed_state = ("_total", "_weight")
 
     def __init__(self, name: str = "mean"):
         super().__init__(name)
@@ -62,6 +87,8 @@ class Mean(Metric):
 
 class RootMeanSquaredError(Metric):
     """sqrt(sum(w * (y - y_hat)^2) / sum(w)), named like Keras's RootMeanSquaredError."""
+
+    summed_state = ("_sse", "_weight")
 
     def __init__(self, name: str = "root_mean_squared_error"):
         super().__init__(name)

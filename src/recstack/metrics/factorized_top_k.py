@@ -59,6 +59,8 @@ class FactorizedTopK(Metric):
         max_scores_in_memory: bound on the query x candidate score block.
     """
 
+    gathered_state = (("_ranks", torch.long), ("_weights", torch.float64), ("_keys", torch.long))
+
     def __init__(
         self,
         candidates: CandidateEmbeddings,

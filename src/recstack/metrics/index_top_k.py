@@ -48,6 +48,8 @@ class IndexTopK(Metric):
         report_index: add the ``{name}/index`` string entry.
     """
 
+    gathered_state = (("_ranks", torch.long), ("_weights", torch.float64), ("_keys", torch.long))
+
     def __init__(self, index: Index, ks: Sequence[int] = (1, 5, 10, 50, 100), exclude: Exclusions | None = None,
                  name: str = "factorized_top_k", report_index: bool = True):
         super().__init__(name)

@@ -15,6 +15,8 @@ class TopKCategoricalAccuracy(Metric):
     Useful as a Retrieval ``batch_metrics`` entry (in-batch accuracy).
     """
 
+    summed_state = ("_hits", "_weight")
+
     def __init__(self, k: int = 5, name: str | None = None):
         super().__init__(name or f"top_{k}_categorical_accuracy")
         self.k = k

@@ -88,6 +88,7 @@ class Model(nn.Module):
         callbacks: Iterable[Callback] = (),
         initial_epoch: int = 0,
         drop_remainder: bool = False,
+        distributed_data: bool | None = None,
     ) -> History:
         """Train for ``epochs`` passes over ``train``.
 
@@ -107,6 +108,9 @@ class Model(nn.Module):
                 "quiet", "jsonl" (one JSON object per epoch on stdout), or a Progress object.
             callbacks: :class:`~recstack.training.Callback` objects.
             drop_remainder: drop the last partial batch.
+            distributed_data: inside an initialised torch.distributed group, shard every global
+                batch of ``batch_size`` rows across the ranks (default: when there are several);
+                losses and metrics equal a single process's (see :mod:`recstack.distributed`).
 
         Returns:
             History with per-epoch ``loss``, ``regularization_loss``, ``total_loss``
@@ -116,14 +120,14 @@ class Model(nn.Module):
                         validation_data=validation_data, validation_freq=validation_freq,
                         validation_batch_size=validation_batch_size, shuffle=shuffle, seed=seed,
                         verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
-                        drop_remainder=drop_remainder)
+                        drop_remainder=drop_remainder, distributed_data=distributed_data)
 
     def evaluate(self, data: BatchSource | Mapping[str, Any], batch_size: int = 4096,
-                 verbose: bool = False) -> dict[str, float]:
+                 verbose: bool = False, distributed_data: bool | None = None) -> dict[str, float]:
         """Metrics on ``data`` with TFRS's names, plus ``loss`` (mean per-batch loss),
         ``regularization_loss`` and ``total_loss``. Runs in eval mode without gradients;
         candidate embeddings are computed once for the whole evaluation."""
-        return loop.evaluate(self, data, batch_size=batch_size, verbose=verbose)
+        return loop.evaluate(self, data, batch_size=batch_size, verbose=verbose, distributed_data=distributed_data)
 
     # Persistence ---------------------------------------------------------------
     def save_weights(self, path: str | os.PathLike) -> None:

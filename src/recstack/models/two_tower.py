@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import distributed
 from ..columns import Batch
 from ..errors import ConfigError
 from ..tasks.retrieval import Retrieval
@@ -93,24 +94,58 @@ class TwoTowerRetrieval(Model):
                     f"sampling_probability={self.sampling_probability!r} is not a column of the training "
                     f"data (columns: {sorted(batch)}); add it (e.g. item frequency / number of rows).")
             probability = batch[self.sampling_probability]
-        dedup: dict[str, torch.Tensor] = {}
-        candidates = batch
+        queries = self.query_embeddings(batch)
+        candidates, offset, size = batch_candidates(batch, _names(self.candidate_inputs), self.candidate_id,
+                                                    probability)
+        probability = candidates.pop(_PROBABILITY, None)
+        positives: dict[str, torch.Tensor] = {}
         if self.deduplicate_candidates:
-            ids, inverse, counts, first = distinct_rows(batch[self.candidate_id])
-            candidates = {name: batch[name].index_select(0, first) for name in _names(self.candidate_inputs)}
-            candidates[self.candidate_id] = ids
+            _, inverse, counts, first = distinct_rows(candidates[self.candidate_id])
+            candidates = {name: column.index_select(0, first) for name, column in candidates.items()}
             probability = probability.index_select(0, first) if probability is not None else None
-            dedup = {"positive_index": inverse, "candidate_counts": counts}
-        return self.task(
-            self.query_embeddings(batch),
+            positives = {"positive_index": inverse[offset:offset + queries.shape[0]], "candidate_counts": counts}
+        elif size != queries.shape[0]:   # distributed: this rank's queries against the global batch
+            positives = {"positive_index": torch.arange(queries.shape[0], device=queries.device) + offset}
+        loss = self.task(
+            queries,
             self.candidate_embeddings(candidates),
             sample_weight=batch[self.sample_weight] if self.sample_weight else None,
             candidate_sampling_probability=probability,
             candidate_ids=candidates[self.candidate_id] if self.candidate_id else None,
             query_keys=batch[self.query_key] if self.query_key else None,
             compute_metrics=self.train_metrics or not training,
-            **dedup,
+            **positives,
         )
+        return global_batch_loss(loss, self.task, queries.shape[0], size)
+
+
+_PROBABILITY = "__sampling_probability__"
+
+
+def batch_candidates(batch: Batch, inputs: list[str], candidate_id: str | None,
+                     probability: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], int, int]:
+    """The candidate columns of the batch, from every rank when batches are sharded.
+
+    Returns ({column: [g, ...]}, offset of this rank's rows, g = rows of the global batch).
+    Inputs, not embeddings, are gathered: each rank runs the candidate tower on the whole
+    global batch, so the negatives (and the gradient summed over ranks) are a single process's.
+    """
+    columns = {name: batch[name] for name in inputs}
+    if candidate_id:
+        columns[candidate_id] = batch[candidate_id]
+    if probability is not None:
+        columns[_PROBABILITY] = probability
+    if not distributed.sharding_active():
+        return columns, 0, next(iter(columns.values())).shape[0]
+    gathered, offset = distributed.gather_rows(columns)
+    return gathered, offset, next(iter(gathered.values())).shape[0]
+
+
+def global_batch_loss(loss: torch.Tensor, task: Retrieval, local_rows: int, global_rows: int) -> torch.Tensor:
+    """Rescale a rank's "mean" loss (over its rows) to its share of the global batch's mean."""
+    if task.reduction == "mean" and global_rows != local_rows:
+        return loss * (local_rows / max(global_rows, 1))
+    return loss
 
 
 def distinct_rows(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -102,22 +102,26 @@ class Retrieval(Task):
             compute_metrics: update the factorized metrics (slow on big catalogues).
             compute_batch_metrics: update the batch metrics.
             query_keys: [n] integer query keys for metrics with exclusions/grouping.
-            positive_index, candidate_counts: deduplicated candidates (see
+            positive_index: [n] the candidate row of query i's positive (default: row i).
+            candidate_counts: deduplicated candidates (see
                 :func:`~recstack.layers.retrieval_loss.softmax_retrieval_loss`): then
                 ``candidate_embeddings`` [u, d] (and ``candidate_ids`` /
                 ``candidate_sampling_probability`` [u]) hold each distinct in-batch candidate
-                once, ``candidate_counts`` [u] its number of copies and ``positive_index`` [n]
-                the row of query i's positive. Same loss and gradients as the expanded batch,
-                at u/n of the cost; use it when a candidate's embedding depends only on its id.
+                once and ``candidate_counts`` [u] its number of copies. Same loss and gradients
+                as the expanded batch, at u/n of the cost; use it when a candidate's embedding
+                depends only on its id.
 
         Returns:
             Scalar loss tensor.
         """
         if positive_index is not None:
-            self._check_deduplicated(query_embeddings, candidate_embeddings, positive_index, candidate_counts)
+            self._check_positives(query_embeddings, candidate_embeddings, positive_index, candidate_counts)
             if (self.loss_fn is not None or self.num_hard_negatives is not None
                     or (compute_batch_metrics and self._batch_metrics)):
-                # These paths need the materialised [n, n] logits: expand the duplicates back.
+                # These paths need the materialised [n, n] logits of a plain batch.
+                if candidate_counts is None or int(candidate_counts.sum()) != query_embeddings.shape[0]:
+                    raise ConfigError("a custom loss, num_hard_negatives and batch metrics need the plain "
+                                      "in-batch form (not supported with distributed training).")
                 candidate_embeddings = candidate_embeddings.index_select(0, positive_index)
                 if candidate_ids is not None:
                     candidate_ids = candidate_ids.index_select(0, positive_index)
@@ -180,17 +184,18 @@ class Retrieval(Task):
         return scores, labels
 
     @staticmethod
-    def _check_deduplicated(q, c, positive_index, candidate_counts) -> None:
+    def _check_positives(q, c, positive_index, candidate_counts) -> None:
+        n, m = q.shape[0], c.shape[0]
+        if positive_index.reshape(-1).shape[0] != n:
+            raise ShapeError(f"positive_index must have {n} entries (one per query); got {tuple(positive_index.shape)}.")
         if candidate_counts is None:
-            raise ConfigError("positive_index= needs candidate_counts= (copies of each distinct candidate).")
-        n, u = q.shape[0], c.shape[0]
-        if positive_index.reshape(-1).shape[0] != n or candidate_counts.reshape(-1).shape[0] != u:
-            raise ShapeError(f"positive_index must have {n} entries (one per query) and candidate_counts {u} "
-                             f"(one per candidate row); got {tuple(positive_index.shape)} and "
+            return
+        if candidate_counts.reshape(-1).shape[0] != m:
+            raise ShapeError(f"candidate_counts must have {m} entries (one per candidate row); got "
                              f"{tuple(candidate_counts.shape)}.")
-        if int(candidate_counts.sum()) != n:
-            raise ShapeError(f"candidate_counts must sum to the number of queries ({n}); got "
-                             f"{int(candidate_counts.sum())}. Use torch.unique(ids, return_inverse=True, "
+        if int(candidate_counts.sum()) < n or bool((candidate_counts < 1).any()):
+            raise ShapeError(f"candidate_counts must be >= 1 and sum to at least the number of queries ({n}); got "
+                             f"sum {int(candidate_counts.sum())}. Use torch.unique(ids, return_inverse=True, "
                              "return_counts=True) on the batch's candidate ids.")
 
     @staticmethod

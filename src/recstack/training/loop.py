@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .. import distributed
 from ..columns import BatchSource, as_batch_source, epoch_order  # epoch_order: re-exported
 from ..errors import ConfigError, DataError
 from .callbacks import Callback
@@ -45,12 +46,29 @@ class _LossMeans:
     def means(self) -> dict[str, float]:
         return {k: v / self.count if self.count else math.nan for k, v in self.sums.items()}
 
+    def sum_over_ranks(self) -> None:
+        """Each batch's loss is the sum of the ranks' shares: add the ranks' sums up."""
+        names = list(self.sums)
+        for name, total in zip(names, distributed.all_reduce_sum([self.sums[n] for n in names])):
+            self.sums[name] = total
+
 
 def metric_results(model: "Model") -> dict[str, float]:
     out: dict[str, float] = {}
     for metric in model.metrics:
         out.update(metric.result())
     return out
+
+
+def _sync_metrics(model: "Model") -> None:
+    for metric in model.metrics:
+        metric.sync()
+
+
+def _sharded(data: BatchSource, enabled: bool | None) -> tuple[BatchSource, bool]:
+    """``data`` as this rank's shard when training/evaluating across several processes."""
+    use = distributed.world_size() > 1 if enabled is None else bool(enabled) and distributed.world_size() > 1
+    return (distributed.ShardedSource(data) if use else data), use
 
 
 def _reset_metrics(model: "Model") -> None:
@@ -94,11 +112,15 @@ def fit(
     callbacks: Iterable[Callback] = (),
     initial_epoch: int = 0,
     drop_remainder: bool = False,
+    distributed_data: bool | None = None,
 ) -> History:
     """Train ``model`` (see :meth:`recstack.Model.fit` for the arguments).
 
     ``verbose``: True/"bar", False/"quiet", "jsonl" or a
     :class:`~recstack.training.progress.Progress` (see that module).
+    ``distributed_data``: shard every global batch of ``batch_size`` rows across the ranks of
+    an initialised torch.distributed group (default: whenever there are several ranks);
+    see :mod:`recstack.distributed`.
     """
     data = as_batch_source(train)
     if data.num_rows == 0:
@@ -109,7 +131,10 @@ def fit(
         raise ConfigError(
             f"epochs, batch_size and validation_freq must be >= 1; got {epochs}, {batch_size}, {validation_freq}.")
     val = as_batch_source(validation_data) if validation_data is not None else None
+    data, sharded = _sharded(data, distributed_data)
     opt = resolve_optimizer(model, optimizer)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    add_regularization = distributed.rank() == 0 or not sharded   # the penalty once, not once per rank
     model.optimizer = opt
     model.stop_training = False
     if seed is None:
@@ -138,25 +163,33 @@ def fit(
         rows = 0
         batches = data.epoch_batches(batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
                                      drop_remainder=drop_remainder)
-        for step, batch in enumerate(batches):
-            opt.zero_grad(set_to_none=True)
-            loss = model.compute_loss(batch, training=True)
-            reg = _regularization(regularized, loss)
-            total = loss + reg
-            total.backward()
-            opt.step()
-            _invalidate_candidate_caches(model)
-            losses.add(float(loss.detach()), float(reg.detach()))
-            batch_rows = next(iter(batch.values())).shape[0]
-            rows += batch_rows
-            progress.batch_end(batch_rows, lambda: {**losses.means(), **metric_results(model)})
-            for cb in callbacks:
-                cb.on_train_batch_end(step, {"loss": float(loss.detach())})
+        with distributed.sharding(sharded):
+            for step, batch in enumerate(batches):
+                opt.zero_grad(set_to_none=True)
+                loss = model.compute_loss(batch, training=True)
+                reg = _regularization(regularized if add_regularization else [], loss)
+                total = loss + reg
+                total.backward()
+                if sharded:
+                    distributed.all_reduce_gradients(trainable)
+                opt.step()
+                _invalidate_candidate_caches(model)
+                losses.add(float(loss.detach()), float(reg.detach()))
+                batch_rows = next(iter(batch.values())).shape[0]
+                rows += batch_rows
+                progress.batch_end(batch_rows, lambda: {**losses.means(), **metric_results(model)})
+                for cb in callbacks:
+                    cb.on_train_batch_end(step, {"loss": float(loss.detach())})
+        if sharded:
+            losses.sum_over_ranks()
+            _sync_metrics(model)
+            rows = int(distributed.all_reduce_sum([rows])[0])
         logs = {**metric_results(model), **losses.means()}
         logs["epoch_seconds"] = seconds = time.perf_counter() - start
         logs["examples_per_second"] = rows / seconds if seconds > 0 else math.nan
         if val is not None and epoch % validation_freq == 0:
-            val_logs = evaluate(model, val, batch_size=validation_batch_size or batch_size, verbose=False)
+            val_logs = evaluate(model, val, batch_size=validation_batch_size or batch_size, verbose=False,
+                                distributed_data=sharded)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         progress.epoch_end(epoch, epochs, logs)
         history.append(epoch, logs)
@@ -176,11 +209,18 @@ def evaluate(
     data: BatchSource | Mapping[str, Any],
     batch_size: int = 4096,
     verbose: bool | str = False,
+    distributed_data: bool | None = None,
 ) -> dict[str, float]:
-    """Loss and metrics of ``model`` on ``data`` (see :meth:`recstack.Model.evaluate`)."""
+    """Loss and metrics of ``model`` on ``data`` (see :meth:`recstack.Model.evaluate`).
+
+    Across several ranks (``distributed_data``, as in :func:`fit`) each rank evaluates its
+    share of every batch and the losses and metric states are merged: every rank returns
+    the single-process result.
+    """
     columns = as_batch_source(data)
     if columns.num_rows == 0:
         raise DataError("The evaluation data has no rows.")
+    columns, sharded = _sharded(columns, distributed_data)
     was_training = model.training
     model.eval()
     _reset_metrics(model)  # also drops cached candidates: computed once, below, per evaluation
@@ -188,11 +228,15 @@ def evaluate(
     losses = _LossMeans()
     bar = ProgressBar(columns.num_batches(batch_size), "Evaluate", enabled=verbose is True or verbose == "bar")
     try:
-        for batch in columns.epoch_batches(batch_size, shuffle=False, seed=0, epoch=0):
-            loss = model.compute_loss(batch, training=False)
-            reg = _regularization(regularized, loss)
-            losses.add(float(loss), float(reg))
-            bar.update(1, losses.means)
+        with distributed.sharding(sharded):
+            for batch in columns.epoch_batches(batch_size, shuffle=False, seed=0, epoch=0):
+                loss = model.compute_loss(batch, training=False)
+                reg = _regularization(regularized if distributed.rank() == 0 or not sharded else [], loss)
+                losses.add(float(loss), float(reg))
+                bar.update(1, losses.means)
+        if sharded:
+            losses.sum_over_ranks()
+            _sync_metrics(model)
         out = {**metric_results(model), **losses.means()}
         bar.close(out)
         return out

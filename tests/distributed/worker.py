@@ -1,0 +1,66 @@
+"""Training runs shared by the single-process and the torch.distributed (gloo) side of the test."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+import recstack
+from recstack import Columns
+from recstack.layers import Embedding
+from recstack.metrics import FactorizedTopK
+from recstack.models.two_tower import TwoTowerRetrieval
+from recstack.tasks import Retrieval
+
+#: (name, Retrieval options, deduplicate_candidates, l2)
+SETTINGS = [
+    ("dedup-sum-hits", {"remove_accidental_hits": True}, True, 0.0),
+    ("plain-mean-temperature-l2", {"reduction": "mean", "temperature": 0.5}, False, 1e-3),
+]
+
+
+def data(n: int = 360, seed: int = 0) -> Columns:
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, 20, n)
+    item = (user * 3 + rng.integers(0, 3, n)) % 15
+    return Columns({"user": user, "item": item, "weight": rng.uniform(0.5, 1.5, n).astype(np.float32)})
+
+
+def build(options: dict, dedup: bool, l2: float) -> TwoTowerRetrieval:
+    torch.manual_seed(0)
+    items = torch.arange(15)
+    user, item = Embedding(20, 8, l2=l2), Embedding(15, 8)
+    metric = FactorizedTopK(recstack.TowerCandidates(item, items), items, ks=(1, 5))
+    return TwoTowerRetrieval(user, item, Retrieval(metrics=metric, **options), "user", "item",
+                             candidate_id="item", sample_weight="weight", train_metrics=True,
+                             deduplicate_candidates=dedup)
+
+
+def train_all(epochs: int = 2, global_batch: int = 64) -> dict[str, dict]:
+    """Every setting: per-epoch history (losses, train and validation metrics) and final weights."""
+    out = {}
+    for name, options, dedup, l2 in SETTINGS:
+        model = build(options, dedup, l2)
+        history = model.fit(data(), epochs=epochs, batch_size=global_batch, seed=3, verbose=False,
+                            optimizer=lambda p: recstack.optimizers.Adagrad(p, lr=0.3),
+                            validation_data=data(seed=1), validation_batch_size=50)
+        out[name] = {"history": {k: v for k, v in history.history.items() if "seconds" not in k and "per_second"
+                                 not in k},
+                     "weights": {k: v.clone() for k, v in model.state_dict().items()},
+                     "evaluate": model.evaluate(data(seed=2), batch_size=70)}
+    return out
+
+
+def main(rank: int, world: int, port: int, out_dir: str) -> None:
+    """torch.multiprocessing.spawn entry point: join a gloo group and train every setting."""
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    assert recstack.distributed.init_from_env(backend="gloo", timeout_s=120)
+    try:
+        results = train_all()
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
