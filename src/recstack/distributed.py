@@ -22,7 +22,6 @@ import datetime
 import math
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -64,6 +63,12 @@ def init_from_env(backend: str | None = None, timeout_s: float = 600.0) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return True
+
+
+def shutdown() -> None:
+    """Leave the process group (if one was joined)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def sharding_active() -> bool:
@@ -168,15 +173,6 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return tensor.cpu().tolist()
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` from rank ``src`` on every rank (a path, a config: small picklable values we created)."""
-    if world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-__all__ = ["ShardedSource", "all_reduce_gradients", "all_reduce_sum", "broadcast_object", "gather_rows",
-           "gather_tensor", "init_from_env", "is_main_process", "rank", "sharding", "sharding_active",
+__all__ = ["ShardedSource", "all_reduce_gradients", "all_reduce_sum", "gather_rows",
+           "gather_tensor", "init_from_env", "is_main_process", "rank", "sharding", "sharding_active", "shutdown",
            "world_size"]

@@ -352,3 +352,29 @@ def test_autorec_kind_needs_ratings(workdir, write_config, capsys):
     path.write_text(yaml.safe_dump(config))
     code, _, err = run_cli(["train", path, "--run-dir", workdir / "run", "--progress", "quiet"], capsys)
     assert code != 0 and "data.columns.rating" in err
+
+
+def test_train_with_two_processes_matches_one(workdir, write_config, capsys):
+    """`recstack train --nproc 2` (torchrun, gloo): the same metrics as one process, one run folder."""
+    import subprocess
+    import sys
+
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("this torch build has no gloo backend")
+    path = write_config({"model": {"layer_sizes": [8]}, "training": {"epochs": 2, "batch_size": 64},
+                         "split": {"method": "random"}})
+    single = workdir / "single"
+    assert run_cli(["train", path, "--run-dir", single, "--progress", "quiet"], capsys)[0] == 0
+    double = workdir / "double"
+    proc = subprocess.run([sys.executable, "-m", "recstack", "train", str(path), "--run-dir", str(double),
+                           "--progress", "quiet", "--nproc", "2"], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    one = json.loads((single / "metrics.json").read_text())
+    two = json.loads((double / "metrics.json").read_text())
+    assert two["processes"] == 2 and one["processes"] == 1
+    for protocol, values in one["protocols"].items():
+        assert two["protocols"][protocol] == pytest.approx(values, rel=1e-4, abs=1e-6)
+    h1 = json.loads((single / "history.json").read_text())["history"]["loss"]
+    h2 = json.loads((double / "history.json").read_text())["history"]["loss"]
+    assert h2 == pytest.approx(h1, rel=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,6 +70,8 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted_run(workdir, writ
     checkpoint = torch.load(killed / "checkpoints" / "epoch-0003.pt", weights_only=True)
     assert checkpoint["epoch"] == 3 and checkpoint["optimizer"]["state"]  # Adam moments are saved
 
+    killed_copy = workdir / "killed-copy"
+    shutil.copytree(killed, killed_copy)
     assert main(["train", "--resume", str(killed), "--progress", "quiet"]) == 0
     assert main(["train", str(config), "--run-dir", str(straight), "--progress", "quiet"]) == 0
     capsys.readouterr()
@@ -90,6 +93,18 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted_run(workdir, writ
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-6, atol=1e-7)
     assert json.loads((killed / "status.json").read_text())["state"] == "completed"
+
+    # The same checkpoint resumed by two processes (torchrun, gloo) ends with the same result.
+    if torch.distributed.is_available() and torch.distributed.is_gloo_available():
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-m", "recstack", "train", "--resume", str(killed_copy),
+                               "--nproc", "2", "--progress", "quiet"], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+        c = json.loads((killed_copy / "metrics.json").read_text())
+        assert c["epochs"] == 6 and c["processes"] == 2
+        for protocol in ("seed", "exclude-seen"):
+            assert c["protocols"][protocol] == pytest.approx(a["protocols"][protocol], rel=1e-4, abs=1e-6)
 
 
 def test_resume_of_a_completed_run_is_a_no_op(workdir, write_config, capsys):

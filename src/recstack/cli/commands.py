@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +16,77 @@ METRIC_COLUMNS = ("top_1_categorical_accuracy", "top_10_categorical_accuracy", "
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .. import distributed
     from .config import load_config
     from .experiment import resume, train
     from .main import UsageError
 
-    reporter = Reporter(args.progress)
-    if args.resume:
-        if args.config or args.overrides or args.run_dir:
-            raise UsageError("--resume RUN_DIR continues a run with its own config: do not also give CONFIG, "
-                             "--set or --run-dir.")
-        result = resume(args.resume, reporter)
-    else:
-        if not args.config:
-            raise UsageError("train needs a CONFIG file (or --resume RUN_DIR); see recstack train --help.")
-        config = load_config(args.config, args.overrides)
-        result = train(config, reporter, run_dir=args.run_dir, argv=args.argv)
-    _report_metrics(reporter, result.metrics, str(result.run_dir))
+    if args.resume and (args.config or args.overrides or args.run_dir):
+        raise UsageError("--resume RUN_DIR continues a run with its own config: do not also give CONFIG, "
+                         "--set or --run-dir.")
+    if not args.resume and not args.config:
+        raise UsageError("train needs a CONFIG file (or --resume RUN_DIR); see recstack train --help.")
+    if args.nproc > 1 and distributed.world_size() == 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_processes(args)
+    in_group = distributed.init_from_env()
+    if distributed.is_main_process():
+        reporter = Reporter(args.progress)
+    else:  # the other ranks train silently; rank 0 reports
+        silent = open(os.devnull, "w")
+        reporter = Reporter("quiet", out=silent, err=silent)
+    try:
+        if args.resume:
+            result = resume(args.resume, reporter)
+        else:
+            config = load_config(args.config, args.overrides)
+            result = train(config, reporter, run_dir=args.run_dir, argv=args.argv)
+    finally:
+        if in_group:
+            distributed.shutdown()
+    if distributed.is_main_process():
+        _report_metrics(reporter, result.metrics, str(result.run_dir))
     return 0
+
+
+def _launch_processes(args: argparse.Namespace) -> int:
+    """``train --nproc N``: run this command in N processes under torchrun (torch.distributed.run),
+    all writing to one run folder, and return its exit code."""
+    import subprocess
+    import sys
+
+    from .config import load_config
+    from .model_kinds import get_model_kind
+    from .run_dir import default_run_dir
+
+    argv = [a for a in args.argv[1:]]
+    if args.resume:
+        run_dir = args.resume
+    else:
+        config = load_config(args.config, args.overrides)
+        if not get_model_kind(config.model.kind).gradient_trained:
+            raise ConfigError(f"model kind {config.model.kind!r} is fitted in closed form; --nproc applies to "
+                              "gradient-trained kinds only.")
+        run_dir = args.run_dir or str(default_run_dir(config.output.runs_dir, config.name))
+        if not args.run_dir:
+            argv += ["--run-dir", run_dir]
+    argv = _without_option(argv, "--nproc")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "recstack", *argv]
+    print(f"launching {args.nproc} processes (torchrun): run folder {run_dir}", file=sys.stderr, flush=True)
+    return subprocess.call(command)
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import distributed
 from ..columns import Columns
 from ..errors import ConfigError, DataError
 from ..exclusions import Exclusions
@@ -218,13 +219,19 @@ class TrainResult:
 
 def train(config: ExperimentConfig, reporter: Reporter, run_dir: str | os.PathLike | None = None,
           argv: list[str] | None = None) -> TrainResult:
-    """A new run of ``config`` in ``run_dir`` (default ``output.runs_dir/<name>-<time>``)."""
+    """A new run of ``config`` in ``run_dir`` (default ``output.runs_dir/<name>-<time>``).
+
+    Under torchrun (several ranks) every rank prepares the data and trains its shard of each
+    batch; only rank 0 writes the run folder, checkpoints and evaluates.
+    """
+    device = resolve_device(config.device)
+    if not distributed.is_main_process():
+        return _fit_and_finish(config, None, prepare(config, reporter), reporter, device, checkpoint=None)
     run = RunDir.create(Path(run_dir) if run_dir else default_run_dir(config.output.runs_dir, config.name))
     reporter.info(f"run folder: {run.root}", run_dir=str(run.root))
     from .run_dir import write_json, write_text
 
     write_text(run.config, dump_config(config))
-    device = resolve_device(config.device)
     write_json(run.environment, environment_info(str(device), argv))
     run.write_status("preparing")
     try:
@@ -265,17 +272,26 @@ def resume(run_dir: str | os.PathLike, reporter: Reporter) -> TrainResult:
         reporter.note("no readable checkpoint found; training starts again from epoch 1.")
     else:
         reporter.info(f"resuming {run.root} after epoch {checkpoint['epoch']}", epoch=checkpoint["epoch"])
-    return _fit_and_finish(config, run, prepared, reporter, resolve_device(config.device), checkpoint)
+    writer = run if distributed.is_main_process() else None
+    return _fit_and_finish(config, writer, prepared, reporter, resolve_device(config.device), checkpoint)
 
 
-def _fit_and_finish(config: ExperimentConfig, run: RunDir, prepared: Prepared, reporter: Reporter,
+def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prepared, reporter: Reporter,
                     device: torch.device, checkpoint: dict[str, Any] | None) -> TrainResult:
+    """Train, then (``run`` given: rank 0) save, evaluate and write the results.
+
+    ``run`` is None on the other ranks of a distributed run: they train their shards and stop.
+    """
     kind = get_model_kind(config.model.kind)
     has_rating = "rating" in prepared.train
     ctx = model_context(config, prepared.pre, prepared, has_rating, "weight" in prepared.train)
     model = build_model(config, ctx).to(device)
     train_cols = prepared.train.to(device)
     val_cols = prepared.validation.to(device) if prepared.validation is not None else None
+    if run is None:  # another rank of a distributed run: train the shards, write nothing
+        history = _fit(config, None, model, train_cols, val_cols, reporter, checkpoint) \
+            if kind.gradient_trained else History()
+        return TrainResult(Path("."), {}, history, model, prepared)
     start = time.perf_counter()
     try:
         if kind.gradient_trained:
@@ -290,6 +306,7 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir, prepared: Prepared, r
                                config.evaluation.protocols, with_loss=wants_test_loss(config))
         metrics["train_seconds"] = train_seconds
         metrics["epochs"] = history.epochs[-1] if history.epochs else 0
+        metrics["processes"] = distributed.world_size()
         from .run_dir import write_json
 
         write_json(run.metrics, clean_json(metrics))
@@ -305,8 +322,9 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir, prepared: Prepared, r
     return TrainResult(run.root, metrics, history, model, prepared)
 
 
-def _fit(config: ExperimentConfig, run: RunDir, model: Model, train_cols: Columns, val_cols: Columns | None,
-         reporter: Reporter, checkpoint: dict[str, Any] | None) -> History:
+def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols: Columns,
+         val_cols: Columns | None, reporter: Reporter, checkpoint: dict[str, Any] | None) -> History:
+    """``model.fit`` with checkpoints and history files (``run`` given), from ``checkpoint`` if any."""
     t = config.training
     optimizer = make_optimizer(config, model)
     training_data = getattr(model, "training_data", None)
@@ -319,22 +337,27 @@ def _fit(config: ExperimentConfig, run: RunDir, model: Model, train_cols: Column
         torch.set_rng_state(checkpoint["torch_rng_state"])
         history = History.from_dict(checkpoint["history"])
         initial_epoch = int(checkpoint["epoch"])
-    tensorboard = _tensorboard(run, config.output.tensorboard, reporter)
-    callbacks: list[Callback] = [RunRecorder(run, history, optimizer, t.checkpoint_every, t.keep_checkpoints,
-                                             t.epochs, tensorboard)]
-    if os.environ.get(STALL_ENV):
-        callbacks.append(_Stall(int(os.environ[STALL_ENV])))
-    run.write_status("running", epoch=initial_epoch, epochs=t.epochs)
+    tensorboard = None
+    callbacks: list[Callback] = []
+    if run is not None:
+        tensorboard = _tensorboard(run, config.output.tensorboard, reporter)
+        callbacks.append(RunRecorder(run, history, optimizer, t.checkpoint_every, t.keep_checkpoints, t.epochs,
+                                     tensorboard))
+        if os.environ.get(STALL_ENV):
+            callbacks.append(_Stall(int(os.environ[STALL_ENV])))
+        run.write_status("running", epoch=initial_epoch, epochs=t.epochs)
     try:
         if initial_epoch < t.epochs:
             model.fit(train_source, epochs=t.epochs, batch_size=t.batch_size, optimizer=optimizer,
                       validation_data=val_cols, validation_freq=t.validation_freq,
                       validation_batch_size=config.evaluation.batch_size, shuffle=t.shuffle, seed=config.seed,
-                      verbose=reporter.progress(), callbacks=callbacks, initial_epoch=initial_epoch)
+                      verbose=reporter.progress() if run is not None else False, callbacks=callbacks,
+                      initial_epoch=initial_epoch)
     finally:
         if tensorboard is not None:
             tensorboard.close()
-    run.save_history(history)
+    if run is not None:
+        run.save_history(history)
     return history
 
 
@@ -391,7 +414,7 @@ def evaluate_run(config: ExperimentConfig, model: Model, test: Columns, pre: Pre
         out["protocols"][protocol] = evaluate_protocol(model, test, pre.catalogue(), protocol, seen,
                                                        config.evaluation.ks, config.evaluation.batch_size)
     if with_loss:
-        losses = model.evaluate(test, batch_size=config.evaluation.batch_size)
+        losses = model.evaluate(test, batch_size=config.evaluation.batch_size, distributed_data=False)
         out["test"] = {k: v for k, v in losses.items() if not k.startswith("factorized_top_k/")}
     return out
 

@@ -37,7 +37,7 @@ from ..layers import MLP, Dense, Embedding
 from ..layers.time_context import TimestampFeatures
 from ..metrics import FactorizedTopK, RootMeanSquaredError
 from ..models.towers import MaskedMeanEmbedding
-from ..models.two_tower import TwoTowerRetrieval, distinct_rows
+from ..models.two_tower import TwoTowerRetrieval, batch_candidates, distinct_rows, global_batch_loss
 from ..tasks import Ranking, Retrieval
 
 
@@ -215,22 +215,28 @@ class FeatureTwoTower(TwoTowerRetrieval):
     def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
         # Item towers read only the item id (features come from per-item tables), so the tower runs
         # once per distinct item and the loss scores distinct items with their multiplicities.
-        items, inverse, counts, _ = distinct_rows(batch["item"])
+        # Across ranks, the distinct items are those of the whole global batch (batch_candidates).
         q = self.query_embeddings(batch)
+        rows = q.shape[0]
+        global_items, offset, size = batch_candidates(batch, [], "item")
+        items, inverse, counts, _ = distinct_rows(global_items["item"])
+        local = inverse[offset:offset + rows]
         c = self.candidate_tower(items)                                   # [u, d]
         weight = batch[self.sample_weight] if self.sample_weight else None
         total = q.new_zeros(())
         if self.retrieval_weight > 0 or not training:
             probability = self.item_probability[items] if self.logq_correction and training else None
-            loss = self.task(q, c, sample_weight=weight, candidate_ids=items, positive_index=inverse,
+            loss = self.task(q, c, sample_weight=weight, candidate_ids=items, positive_index=local,
                              candidate_counts=counts, candidate_sampling_probability=probability,
                              query_keys=batch[self.query_key] if self.query_key else None,
                              compute_metrics=self.train_metrics or not training)
-            total = total + self.retrieval_weight * loss
+            total = total + self.retrieval_weight * global_batch_loss(loss, self.task, rows, size)
         if self.rating_task is not None:
             assert self.rating_head is not None
-            predicted = self.rating_head(torch.cat([q, c.index_select(0, inverse)], dim=1)).squeeze(-1)
-            total = total + self.rating_weight * self.rating_task(batch["rating"], predicted, sample_weight=weight)
+            predicted = self.rating_head(torch.cat([q, c.index_select(0, local)], dim=1)).squeeze(-1)
+            rating_loss = self.rating_task(batch["rating"], predicted, sample_weight=weight)
+            # A mean over this rank's rows -> its share of the mean over the global batch.
+            total = total + self.rating_weight * rating_loss * (rows / max(size, 1))
         return total
 
 

@@ -53,12 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="model kinds (model.kind):\n" + kinds + "\n\nexamples:\n"
                        "  recstack train configs/basic_retrieval.yaml\n"
                        "  recstack train my.yaml --set training.epochs=20 --set model.layer_sizes=[64,32]\n"
-                       "  recstack train --resume runs/my-20250101-120000")
+                       "  recstack train --resume runs/my-20250101-120000\n"
+                       "  recstack train configs/deep_retrieval.yaml --nproc 2")
     p.add_argument("config", nargs="?", metavar="CONFIG", help="experiment config (.yaml, .yml, .toml or .json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. training.epochs=5 (repeatable; values are YAML)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--run-dir", metavar="DIR", help="run folder to create (default: output.runs_dir/NAME-TIME)")
+    p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                   help="data-parallel training in N processes (torch.distributed, gloo on CPU / NCCL on GPU, "
+                        "launched with torchrun); the global batch stays training.batch_size, so results "
+                        "match one process (default: 1)")
     progress_option(p)
 
     p = command("evaluate", "evaluate a trained run on its test split", commands.cmd_evaluate)

@@ -41,6 +41,10 @@ class Model(nn.Module):
         ...                          candidate_ids=batch["item"])
     """
 
+    #: Whether ``compute_loss`` gives the single-process loss when batches are sharded across
+    #: ranks (see :mod:`recstack.distributed`); fit refuses to shard models that do not.
+    distributed_ready: bool = False
+
     def __init__(self) -> None:
         super().__init__()
         self.optimizer: torch.optim.Optimizer | None = None

@@ -57,6 +57,8 @@ class TwoTowerRetrieval(Model):
             u distinct items costing u/n of the logits (MovieLens, n = 2048: u ~ 790).
     """
 
+    distributed_ready = True  # candidates gathered over ranks (batch_candidates)
+
     def __init__(self, query_tower: nn.Module, candidate_tower: nn.Module, task: Retrieval,
                  query_inputs: InputSpec, candidate_inputs: InputSpec,
                  candidate_id: str | None = None, query_key: str | None = None,

@@ -132,6 +132,9 @@ def fit(
             f"epochs, batch_size and validation_freq must be >= 1; got {epochs}, {batch_size}, {validation_freq}.")
     val = as_batch_source(validation_data) if validation_data is not None else None
     data, sharded = _sharded(data, distributed_data)
+    if sharded and not getattr(model, "distributed_ready", False):
+        raise ConfigError(f"{type(model).__name__} does not support data-parallel training yet (its loss is not "
+                          "defined over a sharded batch); train it in one process.")
     opt = resolve_optimizer(model, optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
     add_regularization = distributed.rank() == 0 or not sharded   # the penalty once, not once per rank
@@ -220,7 +223,8 @@ def evaluate(
     columns = as_batch_source(data)
     if columns.num_rows == 0:
         raise DataError("The evaluation data has no rows.")
-    columns, sharded = _sharded(columns, distributed_data)
+    # Models whose loss cannot be sharded evaluate the whole data on every rank (same result).
+    columns, sharded = _sharded(columns, distributed_data if getattr(model, "distributed_ready", False) else False)
     was_training = model.training
     model.eval()
     _reset_metrics(model)  # also drops cached candidates: computed once, below, per evaluation
