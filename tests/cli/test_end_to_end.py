@@ -378,3 +378,20 @@ def test_train_with_two_processes_matches_one(workdir, write_config, capsys):
     h1 = json.loads((single / "history.json").read_text())["history"]["loss"]
     h2 = json.loads((double / "history.json").read_text())["history"]["loss"]
     assert h2 == pytest.approx(h1, rel=1e-5)
+
+
+def test_sparse_gradients_train_like_dense_adagrad(workdir, write_config, capsys):
+    """model.sparse_gradients: a step touches only the batch's rows; Adagrad's result is unchanged."""
+    runs = {}
+    for sparse in (False, True):
+        run = workdir / f"run-{sparse}"
+        path = write_config({"model": {"sparse_gradients": sparse}, "training": {"epochs": 3}}, name=f"{sparse}.yaml")
+        code, _, err = run_cli(["train", path, "--run-dir", run, "--progress", "quiet"], capsys)
+        assert code == 0, err
+        runs[sparse] = torch.load(run / "model.pt", weights_only=True)
+    for name, weight in runs[False].items():
+        torch.testing.assert_close(runs[True][name], weight, rtol=1e-5, atol=1e-6)
+    code, _, err = run_cli(["train", write_config({"model": {"sparse_gradients": True},
+                                                   "optimizer": {"name": "adam"}}, name="adam.yaml"),
+                            "--run-dir", workdir / "adam", "--progress", "quiet"], capsys)
+    assert code == 2 and "adagrad or sgd" in err

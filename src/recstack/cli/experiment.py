@@ -139,10 +139,14 @@ def make_optimizer(config: ExperimentConfig, model: Model) -> torch.optim.Optimi
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(f"model kind {config.model.kind!r} has no trainable parameters.")
+    sparse = any(getattr(m, "sparse", False) for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    if sparse and (o.name in ("adam", "adamw") or o.weight_decay or o.momentum):
+        raise ConfigError("sparse embedding gradients (model.sparse_gradients) need optimizer adagrad or sgd "
+                          "without weight_decay or momentum (those would touch every row each step).")
     if o.name == "adagrad":
         from ..optimizers import Adagrad
 
-        return Adagrad(params, lr=o.learning_rate, weight_decay=o.weight_decay)
+        return Adagrad(params, lr=o.learning_rate, weight_decay=o.weight_decay, fused=not sparse)
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.learning_rate, weight_decay=o.weight_decay)
     if o.name == "adamw":

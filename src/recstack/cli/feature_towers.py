@@ -31,7 +31,7 @@ from torch import nn
 
 from ..candidates import TowerCandidates
 from ..columns import Batch
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from ..exclusions import Exclusions
 from ..layers import MLP, Dense, Embedding
 from ..layers.time_context import TimestampFeatures
@@ -54,6 +54,8 @@ class FeatureTower(nn.Module):
         layer_sizes: MLP widths on top of the concatenated parts (empty = none).
         activation: hidden activation of the MLP.
         l2: L2 coefficient on every embedding table and dense kernel.
+        sparse_gradients: the id embedding produces sparse gradients (only the batch's rows), so
+            a step costs O(batch) instead of O(table) for large catalogues; needs l2 = 0.
         timestamp_buckets: add the interaction time as context (the TFRS deep-retrieval query
             tower): :class:`~recstack.layers.time_context.TimestampFeatures` with this many
             equal-width boundaries, fitted with :meth:`fit_timestamps`. 0 = no time feature.
@@ -65,16 +67,18 @@ class FeatureTower(nn.Module):
     def __init__(self, num_ids: int, embedding_dim: int = 32, categorical_sizes: Sequence[int] = (),
                  num_numeric: int = 0, text_vocab_size: int = 0, text_length: int = 0,
                  layer_sizes: Sequence[int] = (), activation: str = "relu", l2: float = 0.0,
-                 timestamp_buckets: int = 0):
+                 timestamp_buckets: int = 0, sparse_gradients: bool = False):
         super().__init__()
         self.config = {"num_ids": int(num_ids), "embedding_dim": int(embedding_dim),
                        "categorical_sizes": [int(n) for n in categorical_sizes], "num_numeric": int(num_numeric),
                        "text_vocab_size": int(text_vocab_size), "text_length": int(text_length),
                        "layer_sizes": [int(n) for n in layer_sizes], "activation": activation, "l2": float(l2),
-                       "timestamp_buckets": int(timestamp_buckets)}
+                       "timestamp_buckets": int(timestamp_buckets), "sparse_gradients": bool(sparse_gradients)}
+        if sparse_gradients and l2:
+            raise ConfigError("sparse_gradients needs l2 = 0: the L2 penalty's gradient touches every row.")
         d = int(embedding_dim)
         # Created first, so a feature-less tower initialises exactly like a lone Embedding.
-        self.id_embedding = Embedding(num_ids, d, l2=l2)
+        self.id_embedding = Embedding(num_ids, d, l2=l2, sparse=bool(sparse_gradients))
         self.categorical = nn.ModuleList(Embedding(int(n), d, l2=l2) for n in categorical_sizes)
         self.numeric = Dense(num_numeric, d, l2=l2) if num_numeric else None
         self.text = MaskedMeanEmbedding(text_vocab_size, d, l2=l2) if text_vocab_size else None

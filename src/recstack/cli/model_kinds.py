@@ -179,6 +179,8 @@ class TwoTowerParams:
     ``timestamp_buckets``: add the interaction time to the user tower (bucket embedding over this
     many equal-width boundaries + the normalised time, as in the TFRS deep-retrieval tutorial,
     which uses 1000); needs ``data.columns.timestamp``. 0 = no time feature.
+    ``sparse_gradients``: user and item id embeddings get sparse gradients (a step touches only
+    the batch's rows: for catalogues of 10^5+ items); needs l2 = 0 and optimizer adagrad or sgd.
     """
 
     embedding_dim: int = 32
@@ -189,6 +191,7 @@ class TwoTowerParams:
     use_item_features: bool = True
     rating_layer_sizes: list[int] = field(default_factory=lambda: [64, 32])
     timestamp_buckets: int = 0
+    sparse_gradients: bool = False
 
 
 def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
@@ -212,7 +215,7 @@ def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
     for num_ids, spec, buckets in ((ctx.num_users, user_spec, p.timestamp_buckets), (ctx.num_items, item_spec, 0)):
         towers.append(FeatureTower(num_ids, p.embedding_dim, spec.categorical_sizes, spec.num_numeric,
                                    spec.text_vocab_size, spec.text_length, p.layer_sizes, p.activation, p.l2,
-                                   timestamp_buckets=buckets))
+                                   timestamp_buckets=buckets, sparse_gradients=p.sparse_gradients))
     query, candidate = towers
     if p.timestamp_buckets and ctx.timestamps is not None:
         query.fit_timestamps(ctx.timestamps)
