@@ -107,8 +107,12 @@ class FeaturesConfig:
 class RetrievalTaskConfig:
     """In-batch softmax retrieval loss (recstack.tasks.Retrieval); weight 0 disables its loss.
 
-    ``logq_correction`` subtracts log P(item) (its training frequency) from every logit
-    (Yi et al. 2019), which removes the popularity bias of in-batch negatives.
+    ``sampled_negatives`` adds that many items per batch, drawn with replacement with probability
+    proportional to count(item)^``sampled_negatives_alpha`` (1: popularity, 0: uniform), as
+    extra negatives for every query: mixed negative sampling (Yang et al. 2020).
+    ``logq_correction`` subtracts log Q(item) from every logit (Yi et al. 2019), which removes
+    the popularity bias of the negatives: Q = the item's training frequency, or with sampled
+    negatives its expected share of a batch's candidate slots, (B P_train + K P_sampled) / (B + K).
     """
 
     weight: float = 1.0
@@ -117,6 +121,8 @@ class RetrievalTaskConfig:
     num_hard_negatives: int | None = None
     reduction: Literal["sum", "mean"] = "sum"
     logq_correction: bool = False
+    sampled_negatives: int = 0
+    sampled_negatives_alpha: float = 1.0
 
 
 @dataclass

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..candidates import TowerCandidates
 from ..columns import Batch
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, DataError, ShapeError
 from ..exclusions import Exclusions
 from ..layers import MLP, Dense, Embedding
 from ..layers.time_context import TimestampFeatures
@@ -165,7 +165,7 @@ class FeatureTwoTower(TwoTowerRetrieval):
                  reduction: str = "sum", ks: Sequence[int] = (1, 5, 10, 50, 100),
                  exclude: Exclusions | None = None, per_user_metrics: bool = False,
                  use_weight: bool = False, train_metrics: bool = False, activation: str = "relu",
-                 logq_correction: bool = False):
+                 logq_correction: bool = False, sampled_negatives: int = 0):
         if query_tower.output_dim != candidate_tower.output_dim:
             raise ShapeError(f"the user tower outputs {query_tower.output_dim} values but the item tower "
                              f"{candidate_tower.output_dim}; give both the same final width.")
@@ -185,6 +185,13 @@ class FeatureTwoTower(TwoTowerRetrieval):
         # P(item) in the training rows, for logQ correction; a buffer so it is saved with the weights.
         self.register_buffer("item_probability",
                              torch.zeros(candidate_tower.config["num_ids"] if logq_correction else 0))
+        if sampled_negatives < 0:
+            raise ConfigError(f"sampled_negatives must be >= 0; got {sampled_negatives}.")
+        self.sampled_negatives = int(sampled_negatives)
+        # The distribution sampled negatives are drawn from (set_negative_distribution).
+        self.register_buffer("negative_probability",
+                             torch.zeros(candidate_tower.config["num_ids"] if sampled_negatives else 0),
+                             persistent=bool(sampled_negatives))  # runs without it keep loading
         if self.rating_weight > 0:
             width = query_tower.output_dim * 2
             self.rating_head: nn.Module | None = MLP(width, [*rating_layer_sizes, 1], activation=activation)
@@ -216,6 +223,25 @@ class FeatureTwoTower(TwoTowerRetrieval):
         counts = torch.bincount(items.long().cpu(), minlength=self.item_probability.shape[0]).float()
         self.item_probability.copy_(counts / max(int(items.shape[0]), 1))
 
+    def set_negative_distribution(self, items: torch.Tensor, alpha: float = 1.0) -> None:
+        """Sampled negatives ~ count(item)^alpha over the training rows' item ids (alpha 0: uniform over
+        the items seen in training); the unknown id 0 is never sampled."""
+        counts = torch.bincount(items.long().cpu(), minlength=self.negative_probability.shape[0]).double()
+        weights = torch.where(counts > 0, counts.pow(alpha), torch.zeros_like(counts))
+        weights[0] = 0.0
+        if float(weights.sum()) <= 0:
+            raise DataError("no training items to sample negatives from.")
+        self.negative_probability.copy_((weights / weights.sum()).to(self.negative_probability.dtype))
+
+    def candidate_probability(self, items: torch.Tensor, batch_rows: int) -> torch.Tensor:
+        """Q(item) for the logQ correction: the training frequency, mixed with the sampling
+        distribution by the share of slots, (B P_train + K P_sampled) / (B + K), with sampled negatives."""
+        train = self.item_probability[items]
+        if not self.sampled_negatives:
+            return train
+        k = self.sampled_negatives
+        return (batch_rows * train + k * self.negative_probability[items]) / (batch_rows + k)
+
     def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
         # Item towers read only the item id (features come from per-item tables), so the tower runs
         # once per distinct item and the loss scores distinct items with their multiplicities.
@@ -223,13 +249,20 @@ class FeatureTwoTower(TwoTowerRetrieval):
         q = self.query_embeddings(batch)
         rows = q.shape[0]
         global_items, offset, size = batch_candidates(batch, [], "item")
-        items, inverse, counts, _ = distinct_rows(global_items["item"])
+        candidate_ids = global_items["item"]
+        sampling = training and self.sampled_negatives > 0 and self.retrieval_weight > 0
+        if sampling:
+            # Every rank draws the same ids (same torch RNG stream), so the negatives are a single
+            # process's; the RNG state is checkpointed, so resumed runs draw the same ones too.
+            extra = torch.multinomial(self.negative_probability, self.sampled_negatives, replacement=True)
+            candidate_ids = torch.cat([candidate_ids, extra.to(candidate_ids.device)])
+        items, inverse, counts, _ = distinct_rows(candidate_ids)
         local = inverse[offset:offset + rows]
         c = self.candidate_tower(items)                                   # [u, d]
         weight = batch[self.sample_weight] if self.sample_weight else None
         total = q.new_zeros(())
         if self.retrieval_weight > 0 or not training:
-            probability = self.item_probability[items] if self.logq_correction and training else None
+            probability = self.candidate_probability(items, size) if self.logq_correction and training else None
             loss = self.task(q, c, sample_weight=weight, candidate_ids=items, positive_index=local,
                              candidate_counts=counts, candidate_sampling_probability=probability,
                              query_keys=batch[self.query_key] if self.query_key else None,

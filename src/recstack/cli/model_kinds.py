@@ -231,7 +231,10 @@ def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
         remove_accidental_hits=r.remove_accidental_hits, num_hard_negatives=r.num_hard_negatives,
         reduction=r.reduction, ks=ctx.ks, exclude=ctx.exclude,
         per_user_metrics=ctx.validation_protocol == "exclude-seen", use_weight=ctx.has_weight,
-        train_metrics=ctx.train_metrics, activation=p.activation, logq_correction=r.logq_correction)
+        train_metrics=ctx.train_metrics, activation=p.activation, logq_correction=r.logq_correction,
+        sampled_negatives=r.sampled_negatives)
+    if r.sampled_negatives and ctx.train is not None:
+        model.set_negative_distribution(ctx.train["item"], r.sampled_negatives_alpha)
     if r.logq_correction and ctx.train is not None:
         model.set_item_probability(ctx.train["item"])
     return model
