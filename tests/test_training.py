@@ -189,3 +189,31 @@ def test_two_tower_deduplicated_candidates_train_identically(remove_hits):
     assert runs[1][0] == pytest.approx(runs[0][0], rel=1e-5)
     assert runs[1][1] == pytest.approx(runs[0][1], rel=1e-5)
     torch.testing.assert_close(runs[1][2], runs[0][2], rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_autocast_trains_with_a_float32_softmax():
+    """autocast_dtype=bfloat16 (CPU autocast here; GPU in practice): towers in bf16, loss in float32."""
+    from recstack.layers import MLP
+
+    class Deep(TwoTower):
+        def __init__(self):
+            super().__init__()
+            self.head = MLP(8, [16, 8])
+            self.query_dtypes: set[torch.dtype] = set()
+
+        def compute_loss(self, batch, training=False):
+            q = self.head(self.user(batch["user"]))
+            self.query_dtypes.add(q.dtype)
+            return self.task(q, self.item(batch["item"]), candidate_ids=batch["item"])
+
+    losses = {}
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        model = Deep()
+        h = model.fit(synthetic(), epochs=3, batch_size=64, optimizer=lambda p: torch.optim.Adagrad(p, lr=0.3),
+                      seed=1, verbose=False, autocast_dtype=dtype)
+        assert model.query_dtypes == {dtype or torch.float32}
+        losses[dtype] = h.history["loss"]
+        assert all(math.isfinite(x) for x in losses[dtype])
+    assert losses[torch.bfloat16] == pytest.approx(losses[None], rel=0.05)
+    assert losses[torch.bfloat16][-1] < losses[torch.bfloat16][0]

@@ -395,3 +395,13 @@ def test_sparse_gradients_train_like_dense_adagrad(workdir, write_config, capsys
                                                    "optimizer": {"name": "adam"}}, name="adam.yaml"),
                             "--run-dir", workdir / "adam", "--progress", "quiet"], capsys)
     assert code == 2 and "adagrad or sgd" in err
+
+
+def test_bf16_precision_option_trains(workdir, write_config, capsys):
+    run = workdir / "run"
+    code, _, err = run_cli(["train", write_config({"model": {"layer_sizes": [8]},
+                                                   "training": {"precision": "bf16", "epochs": 2}}),
+                            "--run-dir", run, "--progress", "quiet"], capsys)
+    assert code == 0, err
+    history = json.loads((run / "history.json").read_text())["history"]
+    assert all(math.isfinite(x) for x in history["loss"])

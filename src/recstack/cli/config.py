@@ -149,7 +149,9 @@ class OptimizerConfig:
 @dataclass
 class TrainingConfig:
     """``shuffle: false`` keeps fixed batches (the TFRS tutorials' cached pipeline);
-    a checkpoint is written every ``checkpoint_every`` epochs and after the last one."""
+    a checkpoint is written every ``checkpoint_every`` epochs and after the last one.
+    ``precision: bf16`` runs the towers under bfloat16 autocast (for GPUs; the retrieval
+    softmax stays in float32)."""
 
     epochs: int = 3
     batch_size: int = 4096
@@ -158,6 +160,7 @@ class TrainingConfig:
     train_metrics: bool = False
     checkpoint_every: int = 1
     keep_checkpoints: int = 2
+    precision: Literal["float32", "bf16"] = "float32"
 
 
 @dataclass

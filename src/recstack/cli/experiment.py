@@ -356,7 +356,8 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
                       validation_data=val_cols, validation_freq=t.validation_freq,
                       validation_batch_size=config.evaluation.batch_size, shuffle=t.shuffle, seed=config.seed,
                       verbose=reporter.progress() if run is not None else False, callbacks=callbacks,
-                      initial_epoch=initial_epoch)
+                      initial_epoch=initial_epoch,
+                      autocast_dtype=torch.bfloat16 if t.precision == "bf16" else None)
     finally:
         if tensorboard is not None:
             tensorboard.close()

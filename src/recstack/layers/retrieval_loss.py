@@ -172,6 +172,9 @@ def softmax_retrieval_loss(
     scale = 1.0 if reduction == "sum" else 1.0 / max(n, 1)
     needs_grad = torch.is_grad_enabled() and (
         query_embeddings.requires_grad or candidate_embeddings.requires_grad)
+    if {query_embeddings.dtype, candidate_embeddings.dtype} & {torch.float16, torch.bfloat16}:
+        # Towers may run in reduced precision (autocast); the softmax over the batch does not.
+        query_embeddings, candidate_embeddings = query_embeddings.float(), candidate_embeddings.float()
     dtype = query_embeddings.dtype
     weight = None if sample_weight is None else sample_weight.detach().reshape(-1).to(dtype)
     log_q = None
@@ -187,6 +190,7 @@ def softmax_retrieval_loss(
             raise ValueError("candidate_counts needs positive_index and excludes num_hard_negatives.")
         log_count = torch.log(candidate_counts.detach().reshape(-1).to(dtype))
         own_count_one, ids = ids is not None, None  # ids are distinct: no other copy to mask
-    return _FusedSoftmaxLoss.apply(
-        query_embeddings, candidate_embeddings, weight, log_q, ids, positives, log_count, own_count_one,
-        temperature, num_hard_negatives, scale, needs_grad)
+    with torch.autocast(query_embeddings.device.type, enabled=False):
+        return _FusedSoftmaxLoss.apply(
+            query_embeddings, candidate_embeddings, weight, log_q, ids, positives, log_count, own_count_one,
+            temperature, num_hard_negatives, scale, needs_grad)

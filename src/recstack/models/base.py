@@ -93,6 +93,7 @@ class Model(nn.Module):
         initial_epoch: int = 0,
         drop_remainder: bool = False,
         distributed_data: bool | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> History:
         """Train for ``epochs`` passes over ``train``.
 
@@ -115,6 +116,9 @@ class Model(nn.Module):
             distributed_data: inside an initialised torch.distributed group, shard every global
                 batch of ``batch_size`` rows across the ranks (default: when there are several);
                 losses and metrics equal a single process's (see :mod:`recstack.distributed`).
+            autocast_dtype: e.g. ``torch.bfloat16``: towers under ``torch.autocast`` (GPU mixed
+                precision); the retrieval softmax stays in float32. Batches on another device than
+                the model (e.g. streamed from disk) are moved to it (pinned memory on CUDA).
 
         Returns:
             History with per-epoch ``loss``, ``regularization_loss``, ``total_loss``
@@ -124,7 +128,8 @@ class Model(nn.Module):
                         validation_data=validation_data, validation_freq=validation_freq,
                         validation_batch_size=validation_batch_size, shuffle=shuffle, seed=seed,
                         verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
-                        drop_remainder=drop_remainder, distributed_data=distributed_data)
+                        drop_remainder=drop_remainder, distributed_data=distributed_data,
+                        autocast_dtype=autocast_dtype)
 
     def evaluate(self, data: BatchSource | Mapping[str, Any], batch_size: int = 4096,
                  verbose: bool = False, distributed_data: bool | None = None) -> dict[str, float]:

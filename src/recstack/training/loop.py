@@ -71,6 +71,30 @@ def _sharded(data: BatchSource, enabled: bool | None) -> tuple[BatchSource, bool
     return (distributed.ShardedSource(data) if use else data), use
 
 
+def model_device(model: "Model") -> torch.device:
+    """Where the model's parameters (or buffers) live; CPU for a model without either."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a batch to ``device`` if it is elsewhere (streamed batches arrive on the CPU): through
+    pinned memory with a non-blocking copy for CUDA, so the copy overlaps with compute."""
+    if all(t.device == device for t in batch.values()):
+        return batch
+    if device.type == "cuda":
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` (e.g. torch.bfloat16) on ``device``, or a no-op for None."""
+    if dtype is None or dtype == torch.float32:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def _reset_metrics(model: "Model") -> None:
     for metric in model.metrics:
         metric.reset_state()
@@ -113,6 +137,7 @@ def fit(
     initial_epoch: int = 0,
     drop_remainder: bool = False,
     distributed_data: bool | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> History:
     """Train ``model`` (see :meth:`recstack.Model.fit` for the arguments).
 
@@ -121,6 +146,8 @@ def fit(
     ``distributed_data``: shard every global batch of ``batch_size`` rows across the ranks of
     an initialised torch.distributed group (default: whenever there are several ranks);
     see :mod:`recstack.distributed`.
+    ``autocast_dtype``: run the towers under ``torch.autocast`` (e.g. torch.bfloat16 on GPU); the
+    retrieval loss's softmax stays in float32.
     """
     data = as_batch_source(train)
     if data.num_rows == 0:
@@ -138,6 +165,7 @@ def fit(
     opt = resolve_optimizer(model, optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
     add_regularization = distributed.rank() == 0 or not sharded   # the penalty once, not once per rank
+    device = model_device(model)
     model.optimizer = opt
     model.stop_training = False
     if seed is None:
@@ -168,8 +196,10 @@ def fit(
                                      drop_remainder=drop_remainder)
         with distributed.sharding(sharded):
             for step, batch in enumerate(batches):
+                batch = to_device(batch, device)
                 opt.zero_grad(set_to_none=True)
-                loss = model.compute_loss(batch, training=True)
+                with autocast(device, autocast_dtype):
+                    loss = model.compute_loss(batch, training=True)
                 reg = _regularization(regularized if add_regularization else [], loss)
                 total = loss + reg
                 total.backward()
@@ -192,7 +222,7 @@ def fit(
         logs["examples_per_second"] = rows / seconds if seconds > 0 else math.nan
         if val is not None and epoch % validation_freq == 0:
             val_logs = evaluate(model, val, batch_size=validation_batch_size or batch_size, verbose=False,
-                                distributed_data=sharded)
+                                distributed_data=sharded, autocast_dtype=autocast_dtype)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         progress.epoch_end(epoch, epochs, logs)
         history.append(epoch, logs)
@@ -213,6 +243,7 @@ def evaluate(
     batch_size: int = 4096,
     verbose: bool | str = False,
     distributed_data: bool | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on ``data`` (see :meth:`recstack.Model.evaluate`).
 
@@ -233,8 +264,10 @@ def evaluate(
     bar = ProgressBar(columns.num_batches(batch_size), "Evaluate", enabled=verbose is True or verbose == "bar")
     try:
         with distributed.sharding(sharded):
+            device = model_device(model)
             for batch in columns.epoch_batches(batch_size, shuffle=False, seed=0, epoch=0):
-                loss = model.compute_loss(batch, training=False)
+                with autocast(device, autocast_dtype):
+                    loss = model.compute_loss(to_device(batch, device), training=False)
                 reg = _regularization(regularized if distributed.rank() == 0 or not sharded else [], loss)
                 losses.add(float(loss), float(reg))
                 bar.update(1, losses.means)
