@@ -16,6 +16,7 @@ from typing import Any
 
 from .base import ApproximateIndex, Index, RowIds, load_index, recall_at_k
 from .brute_force import BruteForce
+from .pgvector_index import PgVector, PgVectorHNSW  # noqa: F401 (registers "pgvector", "pgvector_hnsw")
 
 __all__ = ["ApproximateIndex", "BruteForce", "FaissIVF", "Index", "RowIds", "ScaNN", "load_index",
            "make_index", "recall_at_k"]
