@@ -7,15 +7,16 @@ root), stopped and deleted at the end of the session
 
 How to get these tests to run (they skip, saying which part is missing, otherwise):
 
-* the client: ``pip install 'recstack[pgvector]'`` (psycopg 3);
-* the server: PostgreSQL binaries (``apt install postgresql``; found on PATH, in
-  /usr/lib/postgresql/<ver>/bin, or ``RECSTACK_PG_BIN``) with pgvector installed for that
-  version: ``apt install postgresql-<ver>-pgvector`` (Debian 13+, Ubuntu 24.04+, or the
-  apt.postgresql.org repository). Debian 12 has no package: build it from the Debian 13
-  source package (``apt-get source pgvector`` with a trixie deb-src line, then ``make
-  PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config && make install``, needs
-  ``postgresql-server-dev-15``); see docs/serving.md;
-* or ``RECSTACK_INSTALL_PGVECTOR=1``: the fixture tries ``apt-get install postgresql
+* ``pip install -e '.[dev]'`` (or ``'recstack[pgvector]'``) is enough on CPython <= 3.12,
+  Linux x86_64 / macOS: it brings psycopg 3 and ``pgserver``, whose wheel bundles PostgreSQL
+  16 with pgvector 0.6; its binaries are used as they are (``pginstall/bin``);
+* else a system PostgreSQL with pgvector for that version (found on PATH, in
+  /usr/lib/postgresql/<ver>/bin, ...): ``apt install postgresql postgresql-<ver>-pgvector``
+  (Debian 13+, Ubuntu 24.04+, apt.postgresql.org), or pgvector built from source; see
+  docs/serving.md;
+* ``RECSTACK_PG_BIN=<dir>`` picks the binaries; ``RECSTACK_PG_SEARCH=pgserver`` or
+  ``=system`` limits the automatic search (pgserver's binaries come before system ones);
+* ``RECSTACK_INSTALL_PGVECTOR=1``: the fixture tries ``apt-get install postgresql
   postgresql-<ver>-pgvector`` itself (root, apt sources that carry the package);
 * or ``RECSTACK_PGVECTOR_TEST_DSN``: use an existing server with pgvector (the tests create
   and drop tables named ``recstack_test_*``; some tests need a superuser).
@@ -43,9 +44,10 @@ psycopg = pytest.importorskip("psycopg", reason="the pgvector backend needs psyc
 from recstack import Exclusions  # noqa: E402
 from recstack.errors import ConfigError, DataError, ShapeError  # noqa: E402
 from recstack.index import BruteForce, Index, load_index  # noqa: E402
+from recstack.index import pgvector_index  # noqa: E402
 from recstack.index.pgvector_index import (PASSWORD_ENV, PgVector, PgVectorHNSW, copy_records,  # noqa: E402
-                                           find_postgres_bin, local_postgres, pgvector_installed,
-                                           strip_password)
+                                           find_postgres_bin, local_postgres, no_server_reason,
+                                           pgvector_installed, strip_password)
 
 from . import test_filtering as contract  # noqa: E402
 from .conftest import clustered, numpy_top_k  # noqa: E402
@@ -83,13 +85,56 @@ def pg_dsn():
         _try_apt_install()
         bin_dir = find_postgres_bin()
     if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): apt install postgresql, or set "
-                    "RECSTACK_PG_BIN / RECSTACK_PGVECTOR_TEST_DSN (see this module's docstring)")
+        pytest.skip(no_server_reason() + "; or set RECSTACK_PGVECTOR_TEST_DSN (see this module's docstring)")
     if not pgvector_installed(bin_dir):
-        pytest.skip(f"PostgreSQL in {bin_dir} has no pgvector: install postgresql-<ver>-pgvector or build it "
-                    "(see this module's docstring)")
+        pytest.skip(f"PostgreSQL in {bin_dir} has no pgvector: pip install pgserver, install "
+                    "postgresql-<ver>-pgvector or build it (see this module's docstring)")
     with local_postgres(settings={"fsync": "off", "synchronous_commit": "off"}, bin_dir=bin_dir) as dsn:
         yield dsn
+
+
+def _fake_bin(root, name, pgvector):
+    """A directory that looks like a PostgreSQL bin dir (pg_config answers --sharedir)."""
+    bin_dir, share = root / name / "bin", root / name / "share"
+    (share / "extension").mkdir(parents=True)
+    bin_dir.mkdir()
+    for exe in ("initdb", "pg_ctl"):
+        (bin_dir / exe).write_text("")
+    (bin_dir / "pg_config").write_text(f"#!/bin/sh\necho {share}\n")
+    (bin_dir / "pg_config").chmod(0o755)
+    if pgvector:
+        (share / "extension" / "vector.control").write_text("")
+    return bin_dir
+
+
+def test_find_postgres_bin_order(tmp_path, monkeypatch):
+    """RECSTACK_PG_BIN, then pgserver's binaries, then system ones; one with pgvector first."""
+    bundled = _fake_bin(tmp_path, "pgserver", pgvector=True)
+    system = _fake_bin(tmp_path, "system", pgvector=True)
+    plain = _fake_bin(tmp_path, "plain", pgvector=False)
+    monkeypatch.delenv("RECSTACK_PG_BIN", raising=False)
+    monkeypatch.delenv("RECSTACK_PG_SEARCH", raising=False)
+    monkeypatch.setattr(pgvector_index, "pgserver_bin", lambda: bundled)
+    monkeypatch.setattr(pgvector_index, "_system_bins", lambda: [plain, system])
+    assert find_postgres_bin() == bundled
+    monkeypatch.setenv("RECSTACK_PG_SEARCH", "system")
+    assert find_postgres_bin() == system                 # the one with pgvector, not the first
+    monkeypatch.setattr(pgvector_index, "_system_bins", lambda: [plain])
+    assert find_postgres_bin() == plain                  # no pgvector anywhere: still a server
+    monkeypatch.setenv("RECSTACK_PG_SEARCH", "pgserver")
+    monkeypatch.setattr(pgvector_index, "pgserver_bin", lambda: None)
+    assert find_postgres_bin() is None
+    assert "pgserver not installed" in no_server_reason() and "searched: pgserver" in no_server_reason()
+    with pytest.raises(ConfigError, match="no PostgreSQL server binaries"):
+        with local_postgres():
+            pass
+    monkeypatch.setenv("RECSTACK_PG_SEARCH", "pgserver, postgres")
+    with pytest.raises(ConfigError, match="RECSTACK_PG_SEARCH"):
+        find_postgres_bin()
+    monkeypatch.setenv("RECSTACK_PG_BIN", str(system))      # explicit: the only place looked at
+    assert find_postgres_bin() == system
+    monkeypatch.setenv("RECSTACK_PG_BIN", str(tmp_path))
+    assert find_postgres_bin() is None and "holds no initdb" in no_server_reason()
 
 
 _counter = itertools.count()

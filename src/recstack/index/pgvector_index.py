@@ -50,8 +50,18 @@ environment again", and a password in an explicit DSN is dropped; at load time
 it comes from ``password_env`` (default ``RECSTACK_PGVECTOR_PASSWORD``),
 libpq's ``PGPASSWORD`` or ``~/.pgpass``.
 
-Optional dependency: ``pip install 'recstack[pgvector]'`` (psycopg 3), and a
-PostgreSQL server with the ``vector`` extension.
+Optional dependency: ``pip install 'recstack[pgvector]'`` (psycopg 3, plus
+``pgserver`` where it has wheels and is used: CPython <= 3.12 on Linux
+x86_64 and macOS), and a PostgreSQL server with the ``vector`` extension.
+
+Local server for development and tests (:func:`local_postgres`): the binaries
+come from ``RECSTACK_PG_BIN`` when set, else from the PyPI package ``pgserver``
+(Apache-2.0; PostgreSQL 16.2 with pgvector 0.6.2 in its ``pginstall/bin``, used
+as plain binaries - pgserver's own server management is not used), else from a
+system install (``pg_ctl`` on PATH, /usr/lib/postgresql/<ver>/bin, ...).
+``RECSTACK_PG_SEARCH`` limits the automatic search (``pgserver``, ``system``,
+both by default). pgvector 0.6 has no iterative HNSW scan; :class:`PgVectorHNSW`
+then relies on its exact fallback for rows that filters leave short of k.
 """
 
 from __future__ import annotations
@@ -863,11 +873,28 @@ class PgVectorHNSW(PgVector):
 # ---------------------------------------------------------------------------------------
 # A throwaway local server (tests, benchmarks, trying it out)
 # ---------------------------------------------------------------------------------------
-def find_postgres_bin() -> Path | None:
-    """The newest PostgreSQL bin directory holding initdb + pg_ctl (``RECSTACK_PG_BIN`` first)."""
+SEARCH_ENV = "RECSTACK_PG_SEARCH"
+BIN_ENV = "RECSTACK_PG_BIN"
+
+
+def pgserver_bin() -> Path | None:
+    """``pginstall/bin`` of the installed ``pgserver`` package (found without importing it), or None."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("pgserver")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "pginstall" / "bin"
+        if path.is_dir():
+            return path
+    return None
+
+
+def _system_bins() -> list[Path]:
     candidates: list[Path] = []
-    if os.environ.get("RECSTACK_PG_BIN"):
-        candidates.append(Path(os.environ["RECSTACK_PG_BIN"]))
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
@@ -879,10 +906,38 @@ def find_postgres_bin() -> Path | None:
     for pattern in ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/opt/homebrew/opt/postgresql@*/bin",
                     "/usr/local/pgsql/bin"):
         candidates += sorted((Path(p) for p in glob.glob(pattern)), key=version, reverse=True)
-    for path in candidates:
-        if (path / "initdb").exists() and (path / "pg_ctl").exists():
-            return path
-    return None
+    return candidates
+
+
+def _has_server(path: Path) -> bool:
+    return (path / "initdb").exists() and (path / "pg_ctl").exists()
+
+
+def find_postgres_bin() -> Path | None:
+    """A PostgreSQL bin directory holding initdb + pg_ctl, preferring one with pgvector.
+
+    Order: ``RECSTACK_PG_BIN`` (when set, the only place looked at); the ``pgserver``
+    package's bundled binaries; then system installs (``pg_ctl`` on PATH,
+    /usr/lib/postgresql/<ver>/bin newest first, /usr/pgsql-*, Homebrew, /usr/local/pgsql).
+    ``RECSTACK_PG_SEARCH`` (comma/space separated ``pgserver``, ``system``; default both)
+    limits the automatic search, e.g. ``RECSTACK_PG_SEARCH=pgserver`` ignores system
+    PostgreSQL. The first candidate with pgvector wins, else the first with a server at all.
+    """
+    if os.environ.get(BIN_ENV):
+        path = Path(os.environ[BIN_ENV])
+        return path if _has_server(path) else None
+    search = re.split(r"[\s,]+", os.environ.get(SEARCH_ENV, "pgserver,system").strip().lower())
+    unknown = set(search) - {"pgserver", "system", ""}
+    if unknown:
+        raise ConfigError(f"{SEARCH_ENV} takes 'pgserver' and/or 'system'; got {sorted(unknown)}.")
+    candidates: list[Path] = []
+    if "pgserver" in search:
+        bundled = pgserver_bin()
+        candidates += [bundled] if bundled is not None else []
+    if "system" in search:
+        candidates += _system_bins()
+    servers = [p for p in dict.fromkeys(candidates) if _has_server(p)]
+    return next((p for p in servers if pgvector_installed(p)), servers[0] if servers else None)
 
 
 def pgvector_installed(bin_dir: Path) -> bool:
@@ -894,6 +949,17 @@ def pgvector_installed(bin_dir: Path) -> bool:
     except (OSError, subprocess.SubprocessError):
         major = re.findall(r"/(\d+)/bin", str(bin_dir))
         return bool(major) and Path(f"/usr/share/postgresql/{major[0]}/extension/vector.control").exists()
+
+
+def no_server_reason() -> str:
+    """Why :func:`find_postgres_bin` found nothing, and how to get a server (for messages)."""
+    if os.environ.get(BIN_ENV):
+        return f"{BIN_ENV}={os.environ[BIN_ENV]} holds no initdb + pg_ctl"
+    search = os.environ.get(SEARCH_ENV, "pgserver,system")
+    return (f"no PostgreSQL server binaries (initdb, pg_ctl) found (searched: {search or 'nothing'}; "
+            f"pgserver {'installed' if pgserver_bin() else 'not installed'}): pip install 'recstack[pgvector]' "
+            f"(brings pgserver's bundled PostgreSQL + pgvector on CPython <= 3.12, Linux x86_64/macOS), "
+            f"apt install postgresql, or set {BIN_ENV} to their directory")
 
 
 def _free_port() -> int:
@@ -915,13 +981,13 @@ def local_postgres(settings: dict[str, str] | None = None, bin_dir: Path | None 
 
     Args:
         settings: server settings (``-c name=value``), e.g. {"shared_buffers": "512MB"}.
-        bin_dir: directory of initdb/pg_ctl (default :func:`find_postgres_bin`).
+        bin_dir: directory of initdb/pg_ctl (default :func:`find_postgres_bin`: ``RECSTACK_PG_BIN``,
+            else pgserver's bundled binaries, else a system install).
         user: account the server runs as when started by root.
     """
     bin_dir = bin_dir or find_postgres_bin()
     if bin_dir is None:
-        raise ConfigError("no PostgreSQL server binaries (initdb, pg_ctl) found; install PostgreSQL "
-                          "(apt install postgresql) or set RECSTACK_PG_BIN to their directory.")
+        raise ConfigError(no_server_reason() + ".")
     run_as: dict[str, Any] = {}
     root = Path(tempfile.mkdtemp(prefix="recstack-pg-"))
     try:
@@ -933,6 +999,18 @@ def local_postgres(settings: dict[str, str] | None = None, bin_dir: Path | None 
             entry = pwd.getpwnam(name)
             os.chown(root, entry.pw_uid, entry.pw_gid)
             run_as = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+            # The binaries (e.g. pgserver's, inside a virtual environment) must be reachable by that account.
+            for exe in ("initdb", "postgres"):
+                try:
+                    ok = subprocess.run([str(bin_dir / exe), "--version"], capture_output=True, timeout=30,
+                                        cwd="/", **run_as).returncode == 0
+                except (OSError, subprocess.SubprocessError):
+                    ok = False
+                if not ok:
+                    raise ConfigError(
+                        f"running as root, so PostgreSQL runs as '{name}', which cannot run {bin_dir / exe}: "
+                        f"make the directories up to {bin_dir} readable and searchable by others (chmod o+rx; a "
+                        "virtual environment under /root is not), pass user=, or run as a non-root user.")
         os.chmod(root, 0o700)
         password = secrets.token_hex(16)
         pwfile = root / "pw"
@@ -984,5 +1062,6 @@ def _has_user(name: str) -> bool:
         return False
 
 
-__all__ = ["DSN_ENV", "PASSWORD_ENV", "PgVector", "PgVectorHNSW", "copy_records", "find_postgres_bin",
-           "local_postgres", "pgvector_installed", "strip_password"]
+__all__ = ["BIN_ENV", "DSN_ENV", "PASSWORD_ENV", "SEARCH_ENV", "PgVector", "PgVectorHNSW", "copy_records",
+           "find_postgres_bin", "local_postgres", "no_server_reason", "pgserver_bin", "pgvector_installed",
+           "strip_password"]
