@@ -89,8 +89,15 @@ def pg_dsn():
     if not pgvector_installed(bin_dir):
         pytest.skip(f"PostgreSQL in {bin_dir} has no pgvector: pip install pgserver, install "
                     "postgresql-<ver>-pgvector or build it (see this module's docstring)")
-    with local_postgres(settings={"fsync": "off", "synchronous_commit": "off"}, bin_dir=bin_dir) as dsn:
+    try:
+        server = local_postgres(settings={"fsync": "off", "synchronous_commit": "off"}, bin_dir=bin_dir)
+        dsn = server.__enter__()
+    except ConfigError as exc:  # e.g. root with binaries the server account cannot read (a venv under /root)
+        pytest.skip(f"cannot start a local PostgreSQL here: {exc}")
+    try:
         yield dsn
+    finally:
+        server.__exit__(None, None, None)
 
 
 def _fake_bin(root, name, pgvector):
