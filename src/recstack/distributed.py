@@ -148,18 +148,25 @@ def gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_gradients(parameters: list[torch.nn.Parameter]) -> None:
-    """Sum the gradients of ``parameters`` over ranks (one flat all-reduce)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads or world_size() == 1:
+    """Sum the gradients of ``parameters`` over ranks: dense ones in one flat all-reduce; sparse ones
+    (embeddings with ``sparse=True``) by gathering every rank's (row, value) pairs, so the cost
+    follows the rows the batch touched, not the table size."""
+    if world_size() == 1:
         return
-    if any(g.is_sparse for g in grads):
-        raise ConfigError("distributed training needs dense gradients; build embeddings with sparse=False.")
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+    dense = [p.grad for p in parameters if p.grad is not None and not p.grad.is_sparse]
+    if dense:
+        flat = torch.cat([g.reshape(-1) for g in dense])
+        dist.all_reduce(flat)
+        offset = 0
+        for g in dense:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+    for p in parameters:
+        if p.grad is not None and p.grad.is_sparse:
+            local = p.grad.coalesce()
+            rows = gather_tensor(local.indices()[0])
+            values = gather_tensor(local.values())
+            p.grad = torch.sparse_coo_tensor(rows[None], values, local.shape).coalesce()
 
 
 def all_reduce_sum(values: list[float]) -> list[float]:

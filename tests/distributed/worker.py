@@ -14,10 +14,11 @@ from recstack.metrics import FactorizedTopK
 from recstack.models.two_tower import TwoTowerRetrieval
 from recstack.tasks import Retrieval
 
-#: (name, Retrieval options, deduplicate_candidates, l2)
+#: (name, Retrieval options, deduplicate_candidates, l2, sparse embedding gradients)
 SETTINGS = [
-    ("dedup-sum-hits", {"remove_accidental_hits": True}, True, 0.0),
-    ("plain-mean-temperature-l2", {"reduction": "mean", "temperature": 0.5}, False, 1e-3),
+    ("dedup-sum-hits", {"remove_accidental_hits": True}, True, 0.0, False),
+    ("plain-mean-temperature-l2", {"reduction": "mean", "temperature": 0.5}, False, 1e-3, False),
+    ("sparse-gradients", {}, True, 0.0, True),
 ]
 
 
@@ -28,10 +29,10 @@ def data(n: int = 360, seed: int = 0) -> Columns:
     return Columns({"user": user, "item": item, "weight": rng.uniform(0.5, 1.5, n).astype(np.float32)})
 
 
-def build(options: dict, dedup: bool, l2: float) -> TwoTowerRetrieval:
+def build(options: dict, dedup: bool, l2: float, sparse: bool) -> TwoTowerRetrieval:
     torch.manual_seed(0)
     items = torch.arange(15)
-    user, item = Embedding(20, 8, l2=l2), Embedding(15, 8)
+    user, item = Embedding(20, 8, l2=l2, sparse=sparse), Embedding(15, 8, sparse=sparse)
     metric = FactorizedTopK(recstack.TowerCandidates(item, items), items, ks=(1, 5))
     return TwoTowerRetrieval(user, item, Retrieval(metrics=metric, **options), "user", "item",
                              candidate_id="item", sample_weight="weight", train_metrics=True,
@@ -41,10 +42,10 @@ def build(options: dict, dedup: bool, l2: float) -> TwoTowerRetrieval:
 def train_all(epochs: int = 2, global_batch: int = 64) -> dict[str, dict]:
     """Every setting: per-epoch history (losses, train and validation metrics) and final weights."""
     out = {}
-    for name, options, dedup, l2 in SETTINGS:
-        model = build(options, dedup, l2)
+    for name, options, dedup, l2, sparse in SETTINGS:
+        model = build(options, dedup, l2, sparse)
         history = model.fit(data(), epochs=epochs, batch_size=global_batch, seed=3, verbose=False,
-                            optimizer=lambda p: recstack.optimizers.Adagrad(p, lr=0.3),
+                            optimizer=lambda p: recstack.optimizers.Adagrad(p, lr=0.3, fused=not sparse),
                             validation_data=data(seed=1), validation_batch_size=50)
         out[name] = {"history": {k: v for k, v in history.history.items() if "seconds" not in k and "per_second"
                                  not in k},
