@@ -136,3 +136,16 @@ def test_config_round_trip_and_errors():
         HashingLookup(8)(["a", 5])
     with pytest.raises(DataError, match="non-integers"):
         HashingLookup(8)([1.5])
+
+
+def test_hashing_lookup_loads_from_config_without_importing_streaming_first():
+    """A saved FeatureSet with a HashingLookup reloads in a fresh process that never imported recstack.streaming."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from recstack.features.base import layer_from_config; "
+            "assert 'recstack.streaming' not in sys.modules; "
+            "layer = layer_from_config({'class': 'HashingLookup', 'num_bins': 16, 'salt': 3}); "
+            "print(type(layer).__name__, layer.num_bins, layer.salt)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["HashingLookup", "16", "3"]

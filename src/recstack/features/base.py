@@ -146,6 +146,10 @@ def layer_from_config(config: dict[str, Any]) -> PreprocessingLayer:
     if not isinstance(config, dict) or "class" not in config:
         raise ConfigError('a layer config must be a dict with a "class" key')
     cls = _REGISTRY.get(config["class"])
+    if cls is None and config["class"] == "HashingLookup":  # lives in recstack.streaming (needs no pyarrow)
+        from ..streaming import hashing  # noqa: F401  (registers the class)
+
+        cls = _REGISTRY.get(config["class"])
     if cls is None:
         raise ConfigError(
             f"unknown layer class {config['class']!r}; known: {', '.join(registered_layers())}"
