@@ -7,7 +7,8 @@ tensorflow-recommenders (see benchmarks/tfrs_basic_retrieval.py):
         benchmarks/tfrs_deep_retrieval.py --epochs 5
 
 Measures seconds per training epoch (median over epochs 2..N, no validation, train-time
-metrics off as in the tutorial) and one validation pass, for each layer_sizes setting.
+metrics off as in the tutorial) and two validation passes (the first includes tracing), for
+each layer_sizes setting.
 Writes benchmarks/results/tfrs_deep_retrieval.json.
 """
 
@@ -113,10 +114,31 @@ def build(layer_sizes, ratings, movies, timestamps):
     return MovielensModel()
 
 
+class CpuEpochTimer(tf.keras.callbacks.Callback):
+    """Process CPU seconds per epoch (robust to other jobs on a shared machine at 1 thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.process_time() - self._start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TF intra/inter-op threads (0: TF's default); 1 gives CPU seconds comparable "
+                             "with benchmarks/deep_retrieval.py --threads 1 on a shared machine")
     args = parser.parse_args()
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    load_start = os.getloadavg()[0]
     ratings, movies, timestamps = load(os.environ["RECSTACK_DATA_DIR"])
     tf.random.set_seed(42)
     shuffled = ratings.shuffle(100_000, seed=42, reshuffle_each_iteration=False)
@@ -125,17 +147,25 @@ def main() -> None:
     for name, sizes in CONFIGS.items():
         model = build(sizes, ratings, movies, timestamps)
         model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
-        timer = EpochTimer()
-        model.fit(train.shuffle(100_000).batch(2048), epochs=args.epochs, verbose=0, callbacks=[timer])
-        start = time.perf_counter()
-        model.evaluate(test.batch(4096).cache(), verbose=0)
+        timer, cpu = EpochTimer(), CpuEpochTimer()
+        model.fit(train.shuffle(100_000).batch(2048), epochs=args.epochs, verbose=0, callbacks=[timer, cpu])
+        validation, validation_cpu = [], []
+        for _ in range(2):   # the first pass also traces the evaluation function; the second is steady state
+            start, start_cpu = time.perf_counter(), time.process_time()
+            model.evaluate(test.batch(4096).cache(), verbose=0)
+            validation.append(time.perf_counter() - start)
+            validation_cpu.append(time.process_time() - start_cpu)
         out[name] = {"epoch_seconds": timer.seconds, "seconds_per_epoch_median": statistics.median(timer.seconds[1:]),
-                     "validation_seconds": time.perf_counter() - start}
-        print(name, [round(s, 2) for s in timer.seconds], round(out[name]["validation_seconds"], 2), flush=True)
+                     "validation_seconds": validation[0], "steady_validation_seconds": validation[1],
+                     "cpu_seconds_per_epoch_median": statistics.median(cpu.seconds[1:]),
+                     "validation_cpu_seconds": validation_cpu[0], "steady_validation_cpu_seconds": validation_cpu[1]}
+        print(name, [round(s, 2) for s in timer.seconds], [round(v, 2) for v in validation],
+              "cpu/epoch", round(out[name]["cpu_seconds_per_epoch_median"], 2), flush=True)
     write_json("tfrs_deep_retrieval.json", {
         "benchmark": "TFRS deep retrieval tutorial (seed 000), seconds per epoch, reference implementation",
         "versions": {"tensorflow": tf.__version__, "tensorflow_recommenders": tfrs.__version__},
-        "environment": environment(), "epochs_timed": args.epochs, "configs": out})
+        "environment": environment(), "epochs_timed": args.epochs, "threads": args.threads or "default",
+        "loadavg_start_end": [load_start, os.getloadavg()[0]], "configs": out})
 
 
 if __name__ == "__main__":
