@@ -35,10 +35,14 @@ each rank generates the same data from the seed. Reported: rank 0's ``epoch_seco
 each rank's peak RSS. ``--dense-sizes`` adds a 1- vs 2-process comparison with dense
 embedding gradients (``sparse=False``, fused Adagrad, all-reduce of both whole tables).
 
-Timing on a shared machine: every child records the load average before and after, its
-own CPU seconds and the CPU other processes used meanwhile (``foreign_cores_during``);
-``median_step_epoch_seconds`` (median step time x steps) is the epoch time without
-bursts of contention, fitted next to the wall ``epoch_seconds``.
+Timing on a shared machine: every child waits until other jobs use < 0.25 cores, records
+the load average before and after, its own CPU seconds and the CPU other processes used
+meanwhile (``foreign_cores_during``); a child during which they used >= 0.25 cores is
+run again (at most twice; the least contended attempt is kept, the others are listed
+under ``discarded_attempts``). ``median_step_epoch_seconds`` (median step time x steps) is
+the epoch time without bursts of contention, fitted next to the wall ``epoch_seconds``.
+The machine's speed also drifts without any visible foreign CPU (the same step varies by
+up to ~1.7x over minutes), hence the interleaved measurement below.
 
 Interleaved step cost: one more child holds every size's data and model and trains them
 in alternating blocks of 10 steps (10 rounds), so that a drift of the shared machine's
@@ -388,7 +392,13 @@ def interleaved_worker(sizes: list[tuple[int, int]], rounds: int = 10, block: in
                     "epoch_seconds_estimate": round(median * steps, 2)})
     print("  [interleaved] median step seconds " + ", ".join(f"{r['interactions']:,}: {r['step_seconds_median']:.3f}"
                                                         for r in out), file=sys.stderr, flush=True)
-    return {"rounds": rounds, "block_steps": block, "round_medians": round_medians, "sizes": out}
+    logn = np.log([s["interactions"] for s in setups])
+    steps = [math.ceil(s["interactions"] / MODEL["batch_size"]) for s in setups]
+    per_round = [float(np.polyfit(logn, np.log(np.array(m) * steps), 1)[0]) for m in round_medians]
+    return {"rounds": rounds, "block_steps": block, "round_medians": round_medians, "sizes": out,
+            "epoch_exponent_per_round": [round(v, 3) for v in per_round],
+            "epoch_exponent_per_round_median_p25_p75": [round(float(np.quantile(per_round, q)), 3)
+                                                        for q in (0.5, 0.25, 0.75)]}
 
 
 def _rank_main(rank: int, world: int, port: int, interactions: int, items: int, sparse: bool, out_dir: str) -> None:
@@ -445,6 +455,51 @@ def ddp_worker(interactions: int, items: int, sparse: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------
+#: a measurement during which other processes used more than this many cores is repeated
+CONTENDED_CORES = 0.25
+
+
+def foreign_cores_now(seconds: float = 5.0) -> float:
+    """Cores busy over the next ``seconds`` while this process sleeps (i.e. other jobs)."""
+    busy0, t0 = cpu_busy(), time.perf_counter()
+    time.sleep(seconds)
+    return (cpu_busy() - busy0) / (time.perf_counter() - t0)
+
+
+def wait_for_quiet(max_wait: float = 600.0, threshold: float = CONTENDED_CORES) -> dict[str, float]:
+    """Wait (up to ``max_wait`` s) until other jobs use less than ``threshold`` cores."""
+    t0 = time.perf_counter()
+    cores = foreign_cores_now()
+    while cores >= threshold and time.perf_counter() - t0 < max_wait:
+        print(f"  waiting for a quiet machine: other jobs use {cores:.2f} cores", file=sys.stderr, flush=True)
+        time.sleep(20)
+        cores = foreign_cores_now()
+    return {"waited_seconds": round(time.perf_counter() - t0, 1), "foreign_cores_at_start": round(cores, 2)}
+
+
+def measure(mode: str, interactions: int, items: int, sparse: bool, full: bool = False,
+            size_list: str | None = None, retries: int = 2) -> dict[str, Any]:
+    """:func:`run_child`, repeated (after waiting for quiet) while other jobs took a core during it.
+
+    Keeps the least contended attempt; the others are summarised under ``discarded_attempts``.
+    """
+    attempts = []
+    for attempt in range(retries + 1):
+        quiet = wait_for_quiet()
+        result = run_child(mode, interactions, items, sparse, full, size_list)
+        result["context"].update(quiet)
+        attempts.append(result)
+        if result["context"]["foreign_cores_during"] < CONTENDED_CORES:
+            break
+        print(f"  contended ({result['context']['foreign_cores_during']:.2f} foreign cores): measuring again",
+              file=sys.stderr, flush=True)
+    best = min(attempts, key=lambda r: r["context"]["foreign_cores_during"])
+    best["discarded_attempts"] = [
+        {"context": r["context"], **({"epoch_seconds": r["train"]["epoch_seconds"]} if "train" in r else {})}
+        for r in attempts if r is not best]
+    return best
+
+
 def run_child(mode: str, interactions: int, items: int, sparse: bool, full: bool = False,
               size_list: str | None = None) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; returns its JSON plus load/foreign-CPU context."""
@@ -580,17 +635,17 @@ def main() -> None:
     print(f"load average at start: {load_start}", file=sys.stderr, flush=True)
     rows, two = [], []
     for n, c in sizes:
-        rows.append(run_child("single", n, c, sparse=True, full=True))
+        rows.append(measure("single", n, c, sparse=True, full=True))
         if not args.no_two:
-            two.append(run_child("ddp", n, c, sparse=True))
+            two.append(measure("ddp", n, c, sparse=True))
     interleaved = None
     if not args.no_interleaved and len(sizes) > 1:
-        interleaved = run_child("interleaved", 0, 0, sparse=True, size_list=",".join(f"{a}:{b}" for a, b in sizes))
+        interleaved = measure("interleaved", 0, 0, sparse=True, size_list=",".join(f"{a}:{b}" for a, b in sizes))
     dense1: list[dict[str, Any]] = []
     dense2: list[dict[str, Any]] = []
     for n, c in dense_sizes:
-        dense1.append(run_child("single", n, c, sparse=False))
-        dense2.append(run_child("ddp", n, c, sparse=False))
+        dense1.append(measure("single", n, c, sparse=False))
+        dense2.append(measure("ddp", n, c, sparse=False))
     load_end = os.getloadavg()
 
     n = [r["interactions"] for r in rows]
