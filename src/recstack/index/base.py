@@ -288,6 +288,22 @@ class Index(abc.ABC):
     def dimension(self) -> int:
         """Embedding width d."""
 
+    def _require_built(self) -> None:
+        if self.num_candidates == 0:
+            raise ConfigError(f"This {type(self).__name__} index is empty; call build(ids, embeddings) first.")
+
+    def _prepare_search(self, queries: Any, k: int | None) -> tuple[np.ndarray, int]:
+        """Checked search inputs: (queries [B, d] float32, k' = min(k or 10, live candidates))."""
+        self._require_built()
+        q = as_numpy_f32(queries, "queries")
+        if q.shape[1] != self.dimension:
+            raise ShapeError(f"queries must be [B, {self.dimension}] to match the indexed candidates; "
+                             f"got {tuple(q.shape)}.")
+        k = 10 if k is None else int(k)
+        if k < 1:
+            raise ConfigError(f"k must be >= 1; got {k}.")
+        return q, min(k, self.num_candidates)
+
     @abc.abstractmethod
     def vectors(self, ids: Any) -> torch.Tensor:
         """[n] ids -> [n, d] stored embeddings; DataError for unknown ids."""
@@ -494,10 +510,6 @@ class ApproximateIndex(Index):
                             f"{self.num_candidates} candidates.")
         return torch.from_numpy(self._vectors_np(ids))
 
-    def _require_built(self) -> None:
-        if self.num_candidates == 0:
-            raise ConfigError(f"This {type(self).__name__} index is empty; call build(ids, embeddings) first.")
-
     # -- search ---------------------------------------------------------------------------
     def search(self, queries: Any, k: int | None = 10, exclude: Any = None, allow: Any = None,
                query_keys: Any = None) -> tuple[torch.Tensor, np.ndarray]:
@@ -513,16 +525,8 @@ class ApproximateIndex(Index):
             (scores [B, k'] float32 tensor, ids [B, k'] int64 ndarray), descending;
             padding (fewer than k' candidates left) is -inf / -1.
         """
-        self._require_built()
-        q = as_numpy_f32(queries, "queries")
-        if q.shape[1] != self.dimension:
-            raise ShapeError(f"queries must be [B, {self.dimension}] to match the indexed candidates; "
-                             f"got {tuple(q.shape)}.")
-        k = 10 if k is None else int(k)
-        if k < 1:
-            raise ConfigError(f"k must be >= 1; got {k}.")
+        q, k = self._prepare_search(queries, k)
         batch = q.shape[0]
-        k = min(k, self.num_candidates)
         if batch == 0:
             return torch.empty((0, k)), np.empty((0, k), dtype=np.int64)
         excl = exclusion_rows(exclude, batch, query_keys)

@@ -506,10 +506,6 @@ class PgVector(Index):
             self._dim = int(typmod[0]) if typmod else 0
         return self
 
-    def _require_built(self) -> None:
-        if self._count == 0:
-            raise ConfigError(f"This {type(self).__name__} index is empty; call build(ids, embeddings) first.")
-
     # -- lookups -------------------------------------------------------------------------------
     def vectors(self, ids: Any) -> torch.Tensor:
         """[n] ids -> [n, d] stored embeddings (in the order asked); DataError for unknown ids."""
@@ -566,16 +562,8 @@ class PgVector(Index):
             (scores [B, k'] float32 tensor, ids [B, k'] int64 ndarray), descending;
             padding (fewer than k' candidates left) is -inf / -1.
         """
-        self._require_built()
-        q = as_numpy_f32(queries, "queries")
-        if q.shape[1] != self._dim:
-            raise ShapeError(f"queries must be [B, {self._dim}] to match the indexed candidates; "
-                             f"got {tuple(q.shape)}.")
-        k = 10 if k is None else int(k)
-        if k < 1:
-            raise ConfigError(f"k must be >= 1; got {k}.")
+        q, k = self._prepare_search(queries, k)
         batch = q.shape[0]
-        k = min(k, self._count)
         out_s = np.full((batch, k), -np.inf, dtype=np.float32)
         out_i = np.full((batch, k), -1, dtype=np.int64)
         if batch == 0:
