@@ -405,3 +405,19 @@ def test_bf16_precision_option_trains(workdir, write_config, capsys):
     assert code == 0, err
     history = json.loads((run / "history.json").read_text())["history"]
     assert all(math.isfinite(x) for x in history["loss"])
+
+
+def test_training_threads_option_sets_torch_threads(workdir, write_config, capsys):
+    """training.threads: the run trains with that many intra-op threads; 0 leaves torch's default."""
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    try:
+        code, _, err = run_cli(["train", write_config({"training": {"threads": target, "epochs": 1}}),
+                                "--run-dir", workdir / "run", "--progress", "quiet"], capsys)
+        assert code == 0, err
+        assert torch.get_num_threads() == target
+    finally:
+        torch.set_num_threads(before)
+    code, _, err = run_cli(["train", write_config({"training": {"threads": -1}}, name="bad.yaml"),
+                            "--run-dir", workdir / "bad", "--progress", "quiet"], capsys)
+    assert code == 2 and "training.threads: must be >= 0" in err

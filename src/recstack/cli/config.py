@@ -151,7 +151,9 @@ class TrainingConfig:
     """``shuffle: false`` keeps fixed batches (the TFRS tutorials' cached pipeline);
     a checkpoint is written every ``checkpoint_every`` epochs and after the last one.
     ``precision: bf16`` runs the towers under bfloat16 autocast (for GPUs; the retrieval
-    softmax stays in float32)."""
+    softmax stays in float32). ``threads`` sets torch's intra-op CPU threads for the run
+    (0: torch's default, one per core); 1 avoids the slowdown of OpenMP threads waiting on
+    each other when other jobs share the cores."""
 
     epochs: int = 3
     batch_size: int = 4096
@@ -161,6 +163,7 @@ class TrainingConfig:
     checkpoint_every: int = 1
     keep_checkpoints: int = 2
     precision: Literal["float32", "bf16"] = "float32"
+    threads: int = 0
 
 
 @dataclass
@@ -363,6 +366,7 @@ def _check_values(c: ExperimentConfig, errors: list[str]) -> None:
     for name in ("epochs", "batch_size", "validation_freq", "checkpoint_every", "keep_checkpoints"):
         value = getattr(c.training, name)
         need(value >= 1, f"training.{name}: must be >= 1, got {value}")
+    need(c.training.threads >= 0, f"training.threads: must be >= 0 (0: torch's default), got {c.training.threads}")
     need(c.evaluation.batch_size >= 1, f"evaluation.batch_size: must be >= 1, got {c.evaluation.batch_size}")
     need(bool(c.evaluation.ks) and all(k >= 1 for k in c.evaluation.ks),
          f"evaluation.ks: must be a non-empty list of positive integers, got {c.evaluation.ks}")

@@ -286,6 +286,8 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
 
     ``run`` is None on the other ranks of a distributed run: they train their shards and stop.
     """
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)
     kind = get_model_kind(config.model.kind)
     has_rating = "rating" in prepared.train
     ctx = model_context(config, prepared.pre, prepared, has_rating, "weight" in prepared.train)
