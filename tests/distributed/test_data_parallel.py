@@ -28,7 +28,7 @@ def two_process_results(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
-@pytest.mark.parametrize("setting", [s[0] for s in worker.SETTINGS])
+@pytest.mark.parametrize("setting", worker.SETTING_NAMES)
 def test_two_ranks_match_one_process(setting, two_process_results, one_thread):
     single = worker.train_all()[setting]
     for rank_results in two_process_results:

@@ -11,6 +11,7 @@ import recstack
 from recstack import Columns
 from recstack.layers import Embedding
 from recstack.metrics import FactorizedTopK
+from recstack.models.multitask import MultiTaskModel
 from recstack.models.two_tower import TwoTowerRetrieval
 from recstack.tasks import Retrieval
 
@@ -20,13 +21,17 @@ SETTINGS = [
     ("plain-mean-temperature-l2", {"reduction": "mean", "temperature": 0.5}, False, 1e-3, False),
     ("sparse-gradients", {}, True, 0.0, True),
 ]
+#: The tutorial's joint rating + retrieval model (its rating MSE is a mean over the batch).
+MULTITASK = "multitask"
+SETTING_NAMES = [s[0] for s in SETTINGS] + [MULTITASK]
 
 
 def data(n: int = 360, seed: int = 0) -> Columns:
     rng = np.random.default_rng(seed)
     user = rng.integers(0, 20, n)
     item = (user * 3 + rng.integers(0, 3, n)) % 15
-    return Columns({"user": user, "item": item, "weight": rng.uniform(0.5, 1.5, n).astype(np.float32)})
+    return Columns({"user": user, "item": item, "weight": rng.uniform(0.5, 1.5, n).astype(np.float32),
+                    "rating": rng.integers(1, 6, n).astype(np.float32)})
 
 
 def build(options: dict, dedup: bool, l2: float, sparse: bool) -> TwoTowerRetrieval:
@@ -39,11 +44,21 @@ def build(options: dict, dedup: bool, l2: float, sparse: bool) -> TwoTowerRetrie
                              deduplicate_candidates=dedup)
 
 
+def build_multitask() -> MultiTaskModel:
+    torch.manual_seed(0)
+    return MultiTaskModel(20, 15, torch.arange(15), rating_weight=1.0, retrieval_weight=0.5, embedding_dim=8,
+                          rating_layers=(16, 1), user_column="user", item_column="item", rating_column="rating",
+                          ks=(1, 5))
+
+
 def train_all(epochs: int = 2, global_batch: int = 64) -> dict[str, dict]:
     """Every setting: per-epoch history (losses, train and validation metrics) and final weights."""
     out = {}
-    for name, options, dedup, l2, sparse in SETTINGS:
-        model = build(options, dedup, l2, sparse)
+    runs = [(name, lambda o=options, d=dedup, r=l2, sp=sparse: build(o, d, r, sp), sparse)
+            for name, options, dedup, l2, sparse in SETTINGS]
+    runs.append((MULTITASK, build_multitask, False))
+    for name, make, sparse in runs:
+        model = make()
         history = model.fit(data(), epochs=epochs, batch_size=global_batch, seed=3, verbose=False,
                             optimizer=lambda p: recstack.optimizers.Adagrad(p, lr=0.3, fused=not sparse),
                             validation_data=data(seed=1), validation_batch_size=50)

@@ -7,7 +7,9 @@ Shared user and movie embeddings feed two tasks:
     loss = rating_weight * MSE(r, r_hat) + retrieval_weight * Retrieval(u, m)
 
 Both tasks are evaluated every step (a zero weight zeroes a task's gradient, not its
-metrics), as the tutorial's ``compute_loss`` does.
+metrics), as the tutorial's ``compute_loss`` does. Trained data-parallel (``fit`` under
+torch.distributed), each rank scores its rows against the movies of the whole global
+batch and weighs its rating loss by its share of the rows, so the result is one process's.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..metrics.factorized_top_k import FactorizedTopK
 from ..tasks.ranking import Ranking
 from ..tasks.retrieval import Retrieval
 from .base import Model
-from .two_tower import distinct_rows
+from .two_tower import batch_candidates, distinct_rows, global_batch_loss
 
 
 class MultiTaskModel(Model):
@@ -47,6 +49,8 @@ class MultiTaskModel(Model):
         user_column, item_column, rating_column: batch keys.
         ks: FactorizedTopK cut-offs.
     """
+
+    distributed_ready = True  # movies gathered over ranks (batch_candidates), losses rescaled
 
     def __init__(self, num_users: int, num_items: int, candidate_ids: torch.Tensor,
                  rating_weight: float = 1.0, retrieval_weight: float = 1.0, embedding_dim: int = 32,
@@ -91,16 +95,23 @@ class MultiTaskModel(Model):
         The movie embedding depends only on the id, so the retrieval loss scores each distinct
         movie of the batch once with its multiplicity (same value and gradients as TFRS's
         in-batch softmax over all rows; see :func:`~recstack.models.two_tower.distinct_rows`).
+        Across ranks, the candidates are the distinct movies of the whole global batch and both
+        losses are this rank's share of the global batch's (they sum to one process's loss).
         """
-        items, inverse, counts, _ = distinct_rows(batch[self.item_column])
         users = self.user_model(batch[self.user_column])
+        rows = users.shape[0]
+        global_items, offset, size = batch_candidates(batch, [], self.item_column)
+        items, inverse, counts, _ = distinct_rows(global_items[self.item_column])
+        local = inverse[offset:offset + rows]
         distinct_movies = self.movie_model(items)
-        movies = distinct_movies.index_select(0, inverse)
+        movies = distinct_movies.index_select(0, local)
         ratings = self.rating_model(torch.cat([users, movies], dim=1))
         rating_loss = self.rating_task(batch[self.rating_column], ratings, compute_metrics=compute_metrics)
-        retrieval_loss = self.retrieval_task(users, distinct_movies, candidate_ids=items, positive_index=inverse,
+        retrieval_loss = self.retrieval_task(users, distinct_movies, candidate_ids=items, positive_index=local,
                                              candidate_counts=counts, compute_metrics=compute_metrics)
-        return rating_loss, retrieval_loss
+        # MSE is a mean over this rank's rows: rescale to its share of the global batch's mean.
+        return (rating_loss * (rows / max(size, 1)),
+                global_batch_loss(retrieval_loss, self.retrieval_task, rows, size))
 
     def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
         rating_loss, retrieval_loss = self.task_losses(batch, compute_metrics=self.train_metrics or not training)
