@@ -533,6 +533,16 @@ def pairwise(xs: list[float], ys: list[float]) -> list[float]:
     return [round(math.log(ys[i + 1] / ys[i]) / math.log(xs[i + 1] / xs[i]), 3) for i in range(len(xs) - 1)]
 
 
+def finish_panel(ax, sizes: list[float], first_cost: float, xlabel: str, ylabel: str, title: str) -> None:
+    """Add a linear reference through the smallest size's cost, labels and the legend."""
+    ref = np.array([min(sizes), max(sizes)], dtype=float)
+    ax.loglog(ref, first_cost * ref / ref[0], "k:", lw=1, label="linear reference")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
 def plot(rows: list[dict[str, Any]], two: list[dict[str, Any]], dense1: list[dict[str, Any]],
          dense2: list[dict[str, Any]], exps: dict[str, Any], path: Path,
          interleaved: dict[str, Any] | None = None) -> None:
@@ -565,26 +575,16 @@ def plot(rows: list[dict[str, Any]], two: list[dict[str, Any]], dense1: list[dic
     if ok2:
         series(a, [r["interactions"] for r in ok2], [r["train"]["epoch_seconds"] for r in ok2],
                "2 gloo ranks, dense grads", "^", exps.get("dense_2proc_epoch_seconds_vs_interactions"))
-    ref = np.array([min(n), max(n)], dtype=float)
-    y0 = rows[0]["train"]["epoch_seconds"]
-    a.loglog(ref, y0 * ref / ref[0], "k:", lw=1, label="linear reference")
-    a.set_xlabel("training interactions (items = interactions / 10)")
-    a.set_ylabel("seconds per epoch (batch 8192)")
-    a.set_title("Training")
-    a.legend(fontsize=8)
+    finish_panel(a, n, rows[0]["train"]["epoch_seconds"], "training interactions (items = interactions / 10)",
+                 "seconds per epoch (batch 8192)", "Training")
     series(b, c, [r["evaluation"]["seconds"] for r in rows], "FactorizedTopK, 20k queries", "o",
            exps["evaluation_seconds_vs_items"])
     series(b, c, [r["index_build"]["faiss_ivf_seconds"] for r in rows], "FaissIVF build", "s",
            exps["faiss_ivf_build_seconds_vs_items"])
     series(b, c, [r["index_build"]["brute_force_seconds"] for r in rows], "BruteForce build", "^",
            exps["brute_force_build_seconds_vs_items"])
-    refc = np.array([min(c), max(c)], dtype=float)
-    y0 = rows[0]["evaluation"]["seconds"]
-    b.loglog(refc, y0 * refc / refc[0], "k:", lw=1, label="linear reference")
-    b.set_xlabel("catalogue size (items)")
-    b.set_ylabel("seconds")
-    b.set_title("Full-catalogue evaluation and index build")
-    b.legend(fontsize=8)
+    finish_panel(b, c, rows[0]["evaluation"]["seconds"], "catalogue size (items)", "seconds",
+                 "Full-catalogue evaluation and index build")
     for ax in (a, b):
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle("recstack scale benchmark (2-core CPU; log-log, least-squares slopes)", fontsize=10)
