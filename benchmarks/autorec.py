@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recstack._io import atomic_write_bytes, atomic_write_json
+from recstack.core.io import atomic_write_bytes, atomic_write_json
 from recstack.datasets import load_movielens_100k
 from recstack.datasets.rating_splits import ml100k_u1_split, random_holdout
 from recstack.models.autorec import AutoRec

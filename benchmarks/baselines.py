@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 import recstack
-from recstack._io import atomic_write_json
+from recstack.core.io import atomic_write_json
 from recstack.datasets import load_movielens_100k, random_split
 from recstack.models.baselines import EASE, Popularity, evaluate_retrieval
 from recstack.models.movielens_features import fit_movielens_features

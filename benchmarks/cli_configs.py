@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recstack._io import atomic_write_json
-from recstack.cli.config import load_config
-from recstack.cli.experiment import train
-from recstack.cli.output import Reporter
+from recstack.core.io import atomic_write_json
+from recstack.experiment.config import load_config
+from recstack.experiment.run import train
+from recstack.experiment.reporter import Reporter
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cli_configs.json"

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import recstack
-from recstack._io import atomic_write_bytes, atomic_write_json
+from recstack.core.io import atomic_write_bytes, atomic_write_json
 from recstack.datasets import load_movielens_100k, random_split
 from recstack.models.movielens_features import fit_movielens_features
 from recstack.models.presets import build_and_train, tutorial_retrieval_config

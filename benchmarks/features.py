@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recstack._io import atomic_write_json
+from recstack.core.io import atomic_write_json
 from recstack.features import (
     Discretization,
     FeatureSet,

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 
 import recstack
-from recstack._io import atomic_write_json
+from recstack.core.io import atomic_write_json
 from recstack.datasets import load_movielens_100k, random_split
 from recstack.models.movielens_features import fit_movielens_features
 from recstack.models.multitask import MultiTaskModel
-from recstack.optimizers import Adagrad
+from recstack.training.optimizers import Adagrad
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WEIGHTS = {"rating_only": (1.0, 0.0), "retrieval_only": (0.0, 1.0), "joint": (1.0, 1.0)}

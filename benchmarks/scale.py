@@ -178,7 +178,7 @@ def build_model(users: int, items: int, sparse: bool):
 
 
 def optimizer_for(sparse: bool):
-    from recstack.optimizers import Adagrad
+    from recstack.training.optimizers import Adagrad
 
     return lambda params: Adagrad(params, lr=0.05, fused=not sparse)
 
@@ -411,7 +411,7 @@ def _rank_main(rank: int, world: int, port: int, interactions: int, items: int, 
     import recstack
     from recstack import Columns
 
-    assert recstack.distributed.init_from_env(backend="gloo", timeout_s=600)
+    assert recstack.core.distributed.init_from_env(backend="gloo", timeout_s=600)
     out: dict[str, Any] = {"rank": rank}
     try:
         gen = generate(interactions, items)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from recstack import BruteForce, Exclusions
-from recstack.errors import ConfigError, ShapeError
+from recstack.core.errors import ConfigError, ShapeError
 
 
 @pytest.fixture

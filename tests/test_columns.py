@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from recstack import Columns
-from recstack.errors import DataError
+from recstack.core.errors import DataError
 
 
 def test_batches_cover_every_row_once_with_small_last_batch():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recstack import Exclusions
-from recstack.errors import ShapeError
+from recstack.core.errors import ShapeError
 from recstack.metrics import FactorizedTopK
 from recstack.tasks import Retrieval
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from recstack.errors import ConfigError, ShapeError
+from recstack.core.errors import ConfigError, ShapeError
 from recstack.tasks import Retrieval, softmax_cross_entropy
 
 MIN_FLOAT = np.finfo(np.float32).min / 100.0  # TFRS's accidental-hit mask value

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from recstack.errors import NotFittedError
+from recstack.core.errors import NotFittedError
 from recstack.layers.time_context import TimestampFeatures
 
 

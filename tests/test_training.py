@@ -105,9 +105,9 @@ def test_silent_and_verbose_progress(capsys):
 
 
 def test_missing_optimizer_and_empty_data():
-    with pytest.raises(recstack.errors.ConfigError, match="optimizer"):
+    with pytest.raises(recstack.core.errors.ConfigError, match="optimizer"):
         TwoTower().fit(synthetic(), verbose=False)
-    with pytest.raises(recstack.errors.DataError, match="no rows"):
+    with pytest.raises(recstack.core.errors.DataError, match="no rows"):
         TwoTower().evaluate({"user": torch.zeros(0, dtype=torch.long), "item": torch.zeros(0, dtype=torch.long)})
 
 
@@ -132,7 +132,7 @@ def test_two_tower_logq_column_matches_explicit_correction():
     assert model.compute_loss(batch, training=True).item() == pytest.approx(expected.item())
     plain = Retrieval()(users(batch["user"]), items(batch["item"]))
     assert model.compute_loss(batch, training=False).item() == pytest.approx(plain.item())
-    with pytest.raises(recstack.errors.ConfigError, match="not a column"):
+    with pytest.raises(recstack.core.errors.ConfigError, match="not a column"):
         model.compute_loss({"user": batch["user"], "item": batch["item"]}, training=True)
 
 
@@ -155,7 +155,7 @@ class ListSource:
 def test_fit_and_evaluate_read_any_batch_source():
     data = synthetic()
     source = ListSource(data, 64)
-    assert isinstance(source, recstack.columns.BatchSource)
+    assert isinstance(source, recstack.core.columns.BatchSource)
     torch.manual_seed(0)
     model = TwoTower()
     history = model.fit(source, epochs=3, batch_size=64, optimizer=lambda p: torch.optim.Adagrad(p, lr=0.5),

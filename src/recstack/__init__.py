@@ -5,16 +5,19 @@ The public API: ``recstack.Model`` (write ``compute_loss``, get ``fit``/``evalua
 ``features``, ``layers``, ``tasks``, ``metrics``, ``index``, ``models``, ``training``.
 """
 
-from . import candidates, errors, layers, metrics, optimizers, tasks
-from .candidates import TowerCandidates
-from .columns import Columns
-from .exclusions import Exclusions
+from . import layers, metrics, tasks
+from .core import errors
+from .layers import candidates
+from .training import optimizers
+from .layers.candidates import TowerCandidates
+from .core.columns import Columns
+from .core.version import __version__
+from .core.exclusions import Exclusions
 from .index import BruteForce
-from .models.base import Model
+from .training.model import Model
 from .serving.bundle import load_bundle
 from .training.history import History
 
-__version__ = "0.1.0"
 
 __all__ = [
     "BruteForce", "Columns", "Exclusions", "History", "Model", "TowerCandidates", "load_bundle",

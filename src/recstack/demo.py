@@ -13,7 +13,7 @@ import sys
 import time
 
 from .datasets import load_movielens_100k
-from .errors import RecstackError
+from .core.errors import RecstackError
 from .reproduce import basic_retrieval
 
 PUBLISHED = {1: 0.00075, 5: 0.0099, 10: 0.0226, 50: 0.1245, 100: 0.2324}

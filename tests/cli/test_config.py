@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recstack.cli.config import (
+from recstack.experiment.config import (
     ExperimentConfig,
     TrainingConfig,
     apply_overrides,
@@ -16,8 +16,8 @@ from recstack.cli.config import (
     parse_config,
 )
 from recstack.cli.main import main
-from recstack.cli.model_kinds import TwoTowerParams
-from recstack.errors import ConfigError
+from recstack.experiment.model_kinds import TwoTowerParams
+from recstack.core.errors import ConfigError
 
 from .conftest import BASE, merge
 

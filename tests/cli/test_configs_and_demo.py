@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recstack.cli import demo
-from recstack.cli.config import load_config
+from recstack.experiment.config import load_config
 from recstack.cli.main import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -65,7 +65,7 @@ def test_train_basic_retrieval_config_matches_the_reproduction_exactly(tmp_path)
     """`recstack train configs/basic_retrieval.yaml` trains the very weights of recstack.reproduce."""
     if not os.environ.get("RECSTACK_DATA_DIR"):
         pytest.skip("set RECSTACK_DATA_DIR to a MovieLens 100K folder")
-    from recstack.cli.experiment import load_run
+    from recstack.experiment.run import load_run
     from recstack.datasets import load_movielens_100k
     from recstack.reproduce import basic_retrieval
 

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recstack.cli.config import load_config
-from recstack.cli.experiment import prepare
-from recstack.cli.interactions import describe_table
+from recstack.experiment.config import load_config
+from recstack.experiment.run import prepare
+from recstack.experiment.data import describe_table
 from recstack.cli.main import main
-from recstack.cli.output import Reporter
-from recstack.errors import DataError
+from recstack.experiment.reporter import Reporter
+from recstack.core.errors import DataError
 
 from .conftest import make_ratings
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recstack.cli.experiment import load_run
+from recstack.experiment.run import load_run
 from recstack.cli.main import main
 
 from .conftest import make_items, make_ratings

@@ -68,7 +68,7 @@ def test_resume_with_initial_epoch_reports_only_the_remaining_epochs():
     history = fit(JsonlProgress(out), epochs=3, initial_epoch=2)
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     assert history.epochs == [3] and [e["epoch"] for e in events if e["event"] == "epoch_end"] == [3]
-    with pytest.raises(recstack.errors.ConfigError, match="initial_epoch must be >= 0"):
+    with pytest.raises(recstack.core.errors.ConfigError, match="initial_epoch must be >= 0"):
         fit("quiet", initial_epoch=-1)
 
 

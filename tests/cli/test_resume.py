@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recstack.cli.experiment import STALL_ENV
+from recstack.experiment.run import STALL_ENV
 from recstack.cli.main import main
 
 # Adam (stateful optimizer), reshuffled batches, a validation split and a rating head: every

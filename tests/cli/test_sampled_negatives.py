@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recstack.cli.feature_towers import FeatureTower, FeatureTwoTower
+from recstack.models.feature_tower import FeatureTower, FeatureTwoTower
 
 
 def model(sampled: int, remove_hits: bool) -> FeatureTwoTower:

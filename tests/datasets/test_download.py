@@ -12,7 +12,7 @@ import pytest
 
 from recstack.datasets import download
 from recstack.datasets.download import extract_zip, fetch_verified, resolve_cache_dir
-from recstack.errors import ChecksumError, DataError
+from recstack.core.errors import ChecksumError, DataError
 
 # The real HTTP client, captured before conftest's autouse fixture disables it.
 REAL_FETCH = download._fetch

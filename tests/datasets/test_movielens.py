@@ -16,7 +16,7 @@ from recstack.datasets import (
     MovieLens100K,
     load_movielens_100k,
 )
-from recstack.errors import ChecksumError, DataError, DataNotFoundError
+from recstack.core.errors import ChecksumError, DataError, DataNotFoundError
 
 RATING_COLUMNS = [
     "user_id", "movie_id", "movie_title", "movie_genres", "timestamp", "user_rating",

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recstack.datasets.rating_splits import ml100k_fold, ml100k_u1_split, random_holdout
-from recstack.errors import DataError
+from recstack.core.errors import DataError
 
 
 def frame(n: int) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recstack.datasets import leave_last_out, random_split, random_split_fractions, temporal_split
-from recstack.errors import DataError
+from recstack.core.errors import DataError
 
 
 def frame(n: int = 100) -> pd.DataFrame:

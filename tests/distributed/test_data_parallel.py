@@ -7,8 +7,8 @@ import socket
 import pytest
 import torch
 
-from recstack import distributed
-from recstack.columns import Columns
+from recstack.core import distributed
+from recstack.core.columns import Columns
 
 from . import worker
 

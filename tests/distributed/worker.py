@@ -60,7 +60,7 @@ def train_all(epochs: int = 2, global_batch: int = 64) -> dict[str, dict]:
     for name, make, sparse in runs:
         model = make()
         history = model.fit(data(), epochs=epochs, batch_size=global_batch, seed=3, verbose=False,
-                            optimizer=lambda p: recstack.optimizers.Adagrad(p, lr=0.3, fused=not sparse),
+                            optimizer=lambda p: recstack.training.optimizers.Adagrad(p, lr=0.3, fused=not sparse),
                             validation_data=data(seed=1), validation_batch_size=50)
         out[name] = {"history": {k: v for k, v in history.history.items() if "seconds" not in k and "per_second"
                                  not in k},
@@ -74,7 +74,7 @@ def main(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     torch.set_num_threads(1)
-    assert recstack.distributed.init_from_env(backend="gloo", timeout_s=120)
+    assert recstack.core.distributed.init_from_env(backend="gloo", timeout_s=120)
     try:
         results = train_all()
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))

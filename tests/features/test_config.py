@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from recstack.errors import ConfigError, NotFittedError
+from recstack.core.errors import ConfigError, NotFittedError
 from recstack.features import (
     Discretization,
     IntegerLookup,

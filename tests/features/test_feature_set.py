@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recstack.errors import ConfigError, DataError, NotFittedError
+from recstack.core.errors import ConfigError, DataError, NotFittedError
 from recstack.features import (
     Discretization,
     FeatureSet,

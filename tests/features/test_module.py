@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from recstack.errors import DataError, NotFittedError
+from recstack.core.errors import DataError, NotFittedError
 from recstack.features import (
     Discretization,
     IntegerLookup,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recstack.errors import ConfigError, DataError
+from recstack.core.errors import ConfigError, DataError
 from recstack.features import Normalization
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recstack.errors import ConfigError, DataError
+from recstack.core.errors import ConfigError, DataError
 from recstack.features import TextVectorization
 
 PUNCT = re.compile("[%s]" % re.escape(string.punctuation))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from recstack.errors import DataError
+from recstack.core.errors import DataError
 from recstack.index import BruteForce, Index, load_index, make_index
 
 from .conftest import numpy_top_k

@@ -7,7 +7,7 @@ import pytest
 
 faiss = pytest.importorskip("faiss")
 
-from recstack.errors import ConfigError, DataError, ShapeError  # noqa: E402
+from recstack.core.errors import ConfigError, DataError, ShapeError  # noqa: E402
 from recstack.index import FaissIVF, load_index  # noqa: E402
 
 from .conftest import clustered, numpy_top_k  # noqa: E402

@@ -7,7 +7,7 @@ import torch
 from recstack import Exclusions
 from recstack.index import BruteForce
 from recstack.metrics import FactorizedTopK
-from recstack.metrics.index_top_k import IndexTopK
+from recstack.index.top_k_metric import IndexTopK
 
 
 def batches(seed=0, n_cand=400, d=8, rows=300):

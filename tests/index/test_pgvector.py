@@ -42,7 +42,7 @@ psycopg = pytest.importorskip("psycopg", reason="the pgvector backend needs psyc
                                                 "pip install 'recstack[pgvector]'")
 
 from recstack import Exclusions  # noqa: E402
-from recstack.errors import ConfigError, DataError, ShapeError  # noqa: E402
+from recstack.core.errors import ConfigError, DataError, ShapeError  # noqa: E402
 from recstack.index import BruteForce, Index, load_index  # noqa: E402
 from recstack.index import pgvector_index  # noqa: E402
 from recstack.index.pgvector_index import (PASSWORD_ENV, PgVector, PgVectorHNSW, copy_records,  # noqa: E402

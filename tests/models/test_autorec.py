@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recstack.errors import ConfigError, DataError
+from recstack.core.errors import ConfigError, DataError
 from recstack.models.autorec import AutoRec
 from recstack.models.rating_data import RatingIndex, RatingMatrix, row_columns
 

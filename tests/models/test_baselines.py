@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import recstack
-from recstack.errors import ConfigError, NotFittedError
+from recstack.core.errors import ConfigError, NotFittedError
 from recstack.models.baselines import EASE, Popularity, ease_weights, evaluate_retrieval
 
 # Tiny interactions: 4 users, 5 items (item 0 unused, like an OOV id).

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from recstack.errors import ConfigError, NotFittedError
+from recstack.core.errors import ConfigError, NotFittedError
 from recstack.features import StringLookup
 from recstack.models.multitask import MultiTaskModel
-from recstack.optimizers import Adagrad
+from recstack.training.optimizers import Adagrad
 
 
 def make_model(rating_weight: float, retrieval_weight: float, **kwargs) -> MultiTaskModel:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recstack.errors import ConfigError, ShapeError
+from recstack.core.errors import ConfigError, ShapeError
 from recstack.models.movielens_features import fit_movielens_features
 from recstack.models.towers import CandidateTower, MaskedMeanEmbedding, QueryTower
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from recstack.errors import ChecksumError, ConfigError, DataError
+from recstack.core.errors import ChecksumError, ConfigError, DataError
 from recstack.features import StringLookup
 from recstack.index import BruteForce
 from recstack.layers import MLP, Embedding

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from recstack.errors import ConfigError
+from recstack.core.errors import ConfigError
 from recstack.features import StringLookup
 from recstack.layers import MLP, Dense, Embedding
 from recstack.serving import register_tower, tower_config, tower_from_config

@@ -12,7 +12,7 @@ import torch
 
 pa = pytest.importorskip("pyarrow")
 
-from recstack.errors import ConfigError, DataError  # noqa: E402
+from recstack.core.errors import ConfigError, DataError  # noqa: E402
 from recstack.features import layer_from_config  # noqa: E402
 from recstack.streaming import (  # noqa: E402
     HashingLookup,

@@ -9,8 +9,8 @@ import torch
 pytest.importorskip("pyarrow")
 
 from recstack import Columns  # noqa: E402
-from recstack.columns import BatchSource  # noqa: E402
-from recstack.errors import ConfigError, DataError, DataNotFoundError  # noqa: E402
+from recstack.core.columns import BatchSource  # noqa: E402
+from recstack.core.errors import ConfigError, DataError, DataNotFoundError  # noqa: E402
 from recstack.streaming import HashingLookup, ParquetSource  # noqa: E402
 from recstack.streaming.source import rebatch  # noqa: E402
 

@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("pyarrow")
 
-from recstack.errors import ConfigError, DataError  # noqa: E402
+from recstack.core.errors import ConfigError, DataError  # noqa: E402
 from recstack.features import IntegerLookup, StringLookup, layer_from_config  # noqa: E402
 from recstack.streaming import ParquetSource, fit_streaming_vocabularies, fit_streaming_vocabulary  # noqa: E402
 

@@ -8,18 +8,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, RecstackError
-from .output import Reporter, clean_json, format_table
+from ..core.errors import ConfigError, RecstackError
+from ..experiment.reporter import Reporter, clean_json
+from .output import format_table
 
 METRIC_COLUMNS = ("top_1_categorical_accuracy", "top_10_categorical_accuracy", "top_100_categorical_accuracy",
                   "recall_at_10", "ndcg_at_10", "mrr")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .. import distributed
-    from .config import load_config
-    from .experiment import resume, train
-    from .main import UsageError
+    from ..core import distributed
+    from ..experiment.config import load_config
+    from ..experiment.run import resume, train
+    from ..core.errors import UsageError
 
     if args.resume and (args.config or args.overrides or args.run_dir):
         raise UsageError("--resume RUN_DIR continues a run with its own config: do not also give CONFIG, "
@@ -54,9 +55,9 @@ def _launch_processes(args: argparse.Namespace) -> int:
     import subprocess
     import sys
 
-    from .config import load_config
-    from .model_kinds import get_model_kind
-    from .run_dir import default_run_dir
+    from ..experiment.config import load_config
+    from ..experiment.model_kinds import get_model_kind
+    from ..experiment.run_dir import default_run_dir
 
     argv = [a for a in args.argv[1:]]
     if args.resume:
@@ -90,7 +91,7 @@ def _without_option(argv: list[str], option: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .experiment import evaluate_run, load_run, wants_test_loss
+    from ..experiment.run import evaluate_run, load_run, wants_test_loss
 
     loaded = load_run(args.run_dir)
     if not loaded.run.test.exists():
@@ -106,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from .experiment import load_run, recommend
+    from ..experiment.run import load_run, recommend
 
     loaded = load_run(args.run_dir)
     result = recommend(loaded, args.user, args.k, args.exclude_seen)
@@ -123,7 +124,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    from .experiment import load_run, similar
+    from ..experiment.run import load_run, similar
 
     result = similar(load_run(args.run_dir), args.item, args.k)
     if args.format == "json":
@@ -135,7 +136,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .experiment import load_run
+    from ..experiment.run import load_run
 
     serving = _serving("export")
     loaded = load_run(args.run_dir)
@@ -169,7 +170,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     reporter = Reporter(args.progress)
     reporter.result(result.text, {"name": args.name, "metrics": result.metrics, **result.details})
     if args.output:
-        from .run_dir import write_json
+        from ..experiment.run_dir import write_json
 
         write_json(Path(args.output), clean_json({"name": args.name, "seed": args.seed, "metrics": result.metrics,
                                                   **result.details}))
@@ -199,7 +200,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from .interactions import describe_table
+    from ..experiment.data import describe_table
 
     columns = {role: getattr(args, role) for role in ("user", "item", "rating", "timestamp") if getattr(args, role)}
     info = describe_table(args.path, columns, args.sep)

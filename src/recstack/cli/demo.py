@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, RecstackError
+from ..core.errors import ConfigError, RecstackError
 from ..training.progress import PROGRESS_MODES
-from .config import ExperimentConfig, load_config
-from .output import Reporter, format_table
+from ..experiment.config import ExperimentConfig, load_config
+from ..experiment.reporter import Reporter
+from .output import format_table
 
 #: configs/ of the source checkout (src/recstack/cli/demo.py -> repository root).
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
@@ -97,7 +98,7 @@ def run_demo(data_dir: str | None, runs_dir: Path, progress: str, user: str = "4
         for m in models:
             m.overrides = [*m.overrides, "training.epochs=1"]
     results: list[tuple[DemoModel, Any]] = []
-    from .experiment import train
+    from ..experiment.run import train
 
     for m in models:
         config = _config(m)
@@ -116,7 +117,7 @@ def run_demo(data_dir: str | None, runs_dir: Path, progress: str, user: str = "4
         for m, r in results]})
     best = next((r for m, r in results if m.config_file == "movielens_best.yaml" and r), None)
     if best is not None:
-        from .experiment import load_run, recommend
+        from ..experiment.run import load_run, recommend
 
         recs = recommend(load_run(best.run_dir), user, k=5, exclude_seen=True)
         lines = [f"\nTop 5 new recommendations for user {user} (best configuration, seen movies excluded):"]

@@ -11,19 +11,15 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from ..errors import ConfigError, RecstackError
+from ..core.errors import ConfigError, RecstackError, UsageError  # noqa: F401 (re-exported)
 from ..training.progress import PROGRESS_MODES
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class UsageError(ConfigError):
-    """A command-line combination that cannot work (exit code 2)."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import commands
-    from .model_kinds import get_model_kind, model_kind_names
+    from ..experiment.model_kinds import get_model_kind, model_kind_names
     from .reproductions import descriptions
 
     kinds = "\n".join(f"  {n:<12} {get_model_kind(n).description}" for n in model_kind_names())

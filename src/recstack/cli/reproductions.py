@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 @dataclass
@@ -53,7 +53,7 @@ def register_reproduction(name: str, run: Callable[[ReproduceOptions], Reproduct
 
 def get_reproduction(name: str) -> Reproduction:
     if name not in _REPRODUCTIONS:
-        from .config import suggest
+        from ..core.errors import suggest
 
         raise ConfigError(f"unknown reproduction {name!r}{suggest(name, list(_REPRODUCTIONS))}; "
                           f"available: {', '.join(sorted(_REPRODUCTIONS))}.")

@@ -2,7 +2,7 @@
 
 Downloads are verified against a SHA-256 *in memory*, before anything touches
 the disk, so a corrupt or tampered file never lands in the cache. Writes go
-through :mod:`recstack._io` and extraction goes to a temporary directory that
+through :mod:`recstack.core.io` and extraction goes to a temporary directory that
 is renamed into place: an interrupted run leaves the cache unchanged instead
 of leaving half a dataset that a later run would trust.
 """
@@ -19,8 +19,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from recstack._io import atomic_write_bytes, sha256_file
-from recstack.errors import ChecksumError, DataError
+from recstack.core.io import atomic_write_bytes, sha256_file
+from recstack.core.errors import ChecksumError, DataError
 
 #: ``fetch(url) -> bytes``; raises ``OSError`` (``urllib.error.URLError`` is one) when offline.
 Fetch = Callable[[str], bytes]

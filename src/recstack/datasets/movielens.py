@@ -20,9 +20,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from recstack._io import atomic_write_bytes, sha256_file
+from recstack.core.io import atomic_write_bytes, sha256_file
 from recstack.datasets.download import Fetch, extract_zip, fetch_verified, resolve_cache_dir
-from recstack.errors import DataError, DataNotFoundError
+from recstack.core.errors import DataError, DataNotFoundError
 
 ML_100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML_100K_SHA256 = "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from recstack.errors import DataError
+from recstack.core.errors import DataError
 
 __all__ = ["ML100K_NUM_RATINGS", "ml100k_fold", "ml100k_u1_split", "random_holdout"]
 

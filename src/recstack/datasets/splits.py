@@ -14,7 +14,7 @@ from itertools import accumulate
 import numpy as np
 import pandas as pd
 
-from recstack.errors import DataError
+from recstack.core.errors import DataError
 
 # Tolerance on sum(fractions) == 1, so (1/3, 1/3, 1/3) is accepted.
 _SUM_TOLERANCE = 1e-6

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from recstack.errors import ConfigError, DataError, NotFittedError
+from recstack.core.errors import ConfigError, DataError, NotFittedError
 
 __all__ = ["PreprocessingLayer", "layer_from_config", "registered_layers"]
 
@@ -147,7 +147,7 @@ def layer_from_config(config: dict[str, Any]) -> PreprocessingLayer:
         raise ConfigError('a layer config must be a dict with a "class" key')
     cls = _REGISTRY.get(config["class"])
     if cls is None and config["class"] == "HashingLookup":  # lives in recstack.streaming (needs no pyarrow)
-        from ..streaming import hashing  # noqa: F401  (registers the class)
+        from . import hashing  # noqa: F401  (registers the class)
 
         cls = _REGISTRY.get(config["class"])
     if cls is None:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from recstack.errors import ConfigError, DataError
+from recstack.core.errors import ConfigError, DataError
 from recstack.features.base import PreprocessingLayer, to_float_array
 
 __all__ = ["Discretization"]

@@ -11,8 +11,8 @@ from typing import Any, Iterator, Mapping
 import pandas as pd
 import torch
 
-from recstack._io import atomic_write_json
-from recstack.errors import ConfigError, DataError, RecstackError
+from recstack.core.io import atomic_write_json
+from recstack.core.errors import ConfigError, DataError, RecstackError
 from recstack.features.base import PreprocessingLayer, layer_from_config
 
 __all__ = ["FeatureSet"]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recstack.errors import ConfigError, DataError
+from recstack.core.errors import ConfigError, DataError
 from recstack.features.base import PreprocessingLayer, to_int_array, to_str_array
 
 __all__ = ["StringLookup", "IntegerLookup"]

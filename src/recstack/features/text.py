@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recstack.errors import ConfigError, DataError
+from recstack.core.errors import ConfigError, DataError
 from recstack.features.base import PreprocessingLayer, to_str_array
 
 __all__ = ["TextVectorization"]

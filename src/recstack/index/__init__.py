@@ -16,9 +16,10 @@ from typing import Any
 
 from .base import ApproximateIndex, Index, RowIds, load_index, recall_at_k
 from .brute_force import BruteForce
+from .top_k_metric import IndexTopK
 from .pgvector_index import PgVector, PgVectorHNSW  # noqa: F401 (registers "pgvector", "pgvector_hnsw")
 
-__all__ = ["ApproximateIndex", "BruteForce", "FaissIVF", "Index", "RowIds", "ScaNN", "load_index",
+__all__ = ["ApproximateIndex", "BruteForce", "FaissIVF", "Index", "IndexTopK", "RowIds", "ScaNN", "load_index",
            "make_index", "recall_at_k"]
 
 _ALIASES = {"brute_force": "brute_force", "exact": "brute_force", "bruteforce": "brute_force",
@@ -37,7 +38,7 @@ def __getattr__(name: str) -> Any:
 
 def make_index(kind: str = "brute_force", **options: Any) -> Index:
     """An empty index by name: "brute_force" (alias "exact"), "faiss" / "faiss_ivf", "scann"."""
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
     key = _ALIASES.get(str(kind).lower())
     if key is None:
         raise ConfigError(f"unknown index kind {kind!r}; choose one of {sorted(set(_ALIASES))}.")

@@ -36,9 +36,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .._io import atomic_write_json
-from ..errors import ConfigError, DataError, ShapeError
-from ..exclusions import Exclusions
+from ..core.io import atomic_write_json
+from ..core.errors import ConfigError, DataError, ShapeError
+from ..core.exclusions import Exclusions
 
 INDEX_FORMAT = "recstack.index"
 INDEX_VERSION = 1

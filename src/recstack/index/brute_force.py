@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..candidates import IdPositions, embed_in_batches
-from ..errors import ConfigError, DataError, ShapeError
+from ..layers.candidates import IdPositions, embed_in_batches
+from ..core.errors import ConfigError, DataError, ShapeError
 from .base import Index, RowIds, allow_rows, as_ids, exclusion_rows, load_npy
 
 

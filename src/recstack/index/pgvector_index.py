@@ -85,7 +85,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError, ShapeError
+from ..core.errors import ConfigError, DataError, ShapeError
 from .base import Index, RowIds, allow_rows, as_ids, as_numpy_f32, check_unique, exclusion_rows, recall_at_k
 
 DSN_ENV = "RECSTACK_PGVECTOR_DSN"

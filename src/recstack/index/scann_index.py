@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError, ShapeError
+from ..core.errors import ConfigError, DataError, ShapeError
 from .base import ApproximateIndex, as_ids, as_numpy_f32, check_unique, load_npy
 
 

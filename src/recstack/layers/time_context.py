@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DataError, NotFittedError
+from ..core.errors import DataError, NotFittedError
 from ..features.normalization import Normalization
 from .embedding import Embedding
 

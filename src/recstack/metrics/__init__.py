@@ -2,7 +2,6 @@
 
 from .base import Mean, Metric, RootMeanSquaredError
 from .factorized_top_k import FactorizedTopK
-from .index_top_k import IndexTopK
 from .top_k_accuracy import TopKCategoricalAccuracy
 
-__all__ = ["Metric", "Mean", "RootMeanSquaredError", "FactorizedTopK", "IndexTopK", "TopKCategoricalAccuracy"]
+__all__ = ["Metric", "Mean", "RootMeanSquaredError", "FactorizedTopK", "TopKCategoricalAccuracy"]

@@ -30,7 +30,7 @@ class Metric(abc.ABC):
 
     def sync(self) -> None:
         """Merge this metric's state over all ranks (no-op in a single process)."""
-        from .. import distributed
+        from ..core import distributed
 
         if distributed.world_size() == 1:
             return

@@ -38,9 +38,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..candidates import CandidateEmbeddings, IdPositions, resolve_embeddings
-from ..errors import ShapeError
-from ..exclusions import Exclusions
+from ..layers.candidates import CandidateEmbeddings, IdPositions, resolve_embeddings
+from ..core.errors import ShapeError
+from ..core.exclusions import Exclusions
 from .base import Metric
 
 
@@ -49,7 +49,7 @@ class FactorizedTopK(Metric):
 
     Args:
         candidates: [C, d] candidate embeddings, or a zero-argument callable returning
-            them (e.g. :class:`recstack.candidates.TowerCandidates`).
+            them (e.g. :class:`recstack.layers.candidates.TowerCandidates`).
         candidate_ids: [C] integer ids of the candidates (default ``arange(C)``);
             used to mask each row's own positive and excluded items.
         ks: cut-offs reported for every metric.

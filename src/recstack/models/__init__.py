@@ -1,7 +1,7 @@
 """Models: the Model base class and ready-made architectures."""
 
 from .autorec import AutoRec
-from .base import Model
+from ..training.model import Model
 from .baselines import EASE, Popularity, evaluate_retrieval
 from .biased_mf import BiasedMF
 from .movielens_features import MovieLensFeatures, fit_movielens_features

@@ -28,7 +28,7 @@ when the model is evaluated or asked for ratings (not in the training loss, wher
 clipping would zero the gradients).
 
 Ids: raw ids go through the :class:`~recstack.models.rating_data.RatingIndex` of the
-training matrix; an id missing from it raises :class:`~recstack.errors.DataError`.
+training matrix; an id missing from it raises :class:`~recstack.core.errors.DataError`.
 A user or item that is in the index but has no training rating ("cold") is predicted by
 the ``cold_start`` policy: ``"global_mean"`` (default: the training mean) or ``"model"``
 (whatever the network reconstructs, as in d2l).
@@ -44,12 +44,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..columns import Batch, Columns
-from ..errors import ConfigError, DataError
+from ..core.columns import Batch, Columns
+from ..core.errors import ConfigError, DataError
 from ..layers.dense import Dense
 from ..metrics.base import Metric, RootMeanSquaredError
 from ..tasks.ranking import Ranking
-from .base import Model
+from ..training.model import Model
 from .rating_data import RatingMatrix, row_columns
 
 __all__ = ["AutoRec"]

@@ -23,14 +23,14 @@ from typing import Any
 
 import torch
 
-from ..candidates import CandidateEmbeddings
-from ..columns import Batch, Columns, as_columns
-from ..errors import ConfigError, DataError, NotFittedError
-from ..exclusions import Exclusions
+from ..layers.candidates import CandidateEmbeddings
+from ..core.columns import Batch, Columns, as_columns
+from ..core.errors import ConfigError, DataError, NotFittedError
+from ..core.exclusions import Exclusions
 from ..metrics.factorized_top_k import FactorizedTopK
 from ..tasks.base import Task
 from ..training.history import History
-from .base import Model
+from ..training.model import Model
 
 
 class ScoringTask(Task):

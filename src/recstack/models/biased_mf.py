@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..columns import Batch
-from ..errors import ConfigError, DataError
+from ..core.columns import Batch
+from ..core.errors import ConfigError, DataError
 from ..metrics.base import Metric, RootMeanSquaredError
 from ..tasks.ranking import Ranking
-from .base import Model
+from ..training.model import Model
 from .rating_data import RatingIndex, RatingMatrix
 
 __all__ = ["BiasedMF"]

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..columns import Columns
+from ..core.columns import Columns
 from ..features import Discretization, FeatureSet, Normalization, StringLookup, TextVectorization
 
 

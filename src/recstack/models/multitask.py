@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from ..candidates import TowerCandidates
-from ..columns import Batch
-from ..errors import ConfigError, NotFittedError
+from ..layers.candidates import TowerCandidates
+from ..core.columns import Batch
+from ..core.errors import ConfigError, NotFittedError
 from ..features import StringLookup
 from ..layers.dense import MLP
 from ..layers.embedding import Embedding
@@ -29,7 +29,7 @@ from ..metrics.base import RootMeanSquaredError
 from ..metrics.factorized_top_k import FactorizedTopK
 from ..tasks.ranking import Ranking
 from ..tasks.retrieval import Retrieval
-from .base import Model
+from ..training.model import Model
 from .two_tower import batch_candidates, distinct_rows, global_batch_loss
 
 

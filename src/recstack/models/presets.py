@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from ..candidates import TowerCandidates
-from ..columns import Columns
-from ..errors import ConfigError
-from ..exclusions import Exclusions
+from ..layers.candidates import TowerCandidates
+from ..core.columns import Columns
+from ..core.errors import ConfigError
+from ..core.exclusions import Exclusions
 from ..metrics.factorized_top_k import FactorizedTopK
-from ..optimizers import Adagrad
+from ..training.optimizers import Adagrad
 from ..tasks.retrieval import Retrieval
 from ..training.history import History
 from .movielens_features import MovieLensFeatures

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..columns import Columns
-from ..errors import DataError
+from ..core.columns import Columns
+from ..core.errors import DataError
 
 __all__ = ["RatingIndex", "RatingMatrix", "row_columns"]
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, ShapeError
+from ..core.errors import ConfigError, ShapeError
 from ..layers.dense import MLP
 from ..layers.embedding import Embedding
 

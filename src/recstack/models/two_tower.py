@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import distributed
-from ..columns import Batch
-from ..errors import ConfigError
+from ..core import distributed
+from ..core.columns import Batch
+from ..core.errors import ConfigError
 from ..tasks.retrieval import Retrieval
-from .base import Model
+from ..training.model import Model
 
 InputSpec = str | Sequence[str]
 

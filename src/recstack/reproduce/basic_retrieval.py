@@ -16,15 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..candidates import TowerCandidates
-from ..columns import Columns
+from ..layers.candidates import TowerCandidates
+from ..core.columns import Columns
 from ..datasets import MovieLens100K, random_split
 from ..features import StringLookup
 from ..index import BruteForce
 from ..layers import Embedding
 from ..metrics import FactorizedTopK
 from ..models.two_tower import TwoTowerRetrieval
-from ..optimizers import Adagrad
+from ..training.optimizers import Adagrad
 from ..tasks import Retrieval
 from ..training.history import History
 

@@ -13,7 +13,7 @@ import torch
 from ..datasets import MovieLens100K, random_split
 from ..models.movielens_features import fit_movielens_features
 from ..models.multitask import MultiTaskModel
-from ..optimizers import Adagrad
+from ..training.optimizers import Adagrad
 
 PUBLISHED = {(1.0, 0.0): (0.060, 1.113), (0.0, 1.0): (0.235, 3.773), (1.0, 1.0): (0.235, 1.131)}
 

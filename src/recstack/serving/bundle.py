@@ -46,9 +46,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._io import atomic_write_json
-from ..candidates import embed_in_batches
-from ..errors import ChecksumError, ConfigError, DataError, RecstackError
+from ..core.io import atomic_write_json
+from ..layers.candidates import embed_in_batches
+from ..core.errors import ChecksumError, ConfigError, DataError, RecstackError
 from ..features.base import PreprocessingLayer
 from ..features.feature_set import FeatureSet
 from ..features.lookup import IntegerLookup, StringLookup

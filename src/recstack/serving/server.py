@@ -45,7 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import ConfigError, DataError, RecstackError
+from ..core.errors import ConfigError, DataError, RecstackError
 from .bundle import Bundle, UnknownFieldError, UnknownItemError, load_bundle
 from .prometheus import Counter, Gauge, Histogram, Registry
 from .schemas import (
@@ -363,7 +363,7 @@ def create_app(bundle_or_dir: Bundle | str | os.PathLike, settings: ServerSettin
         finally:
             holder.stop()
 
-    from .. import __version__
+    from ..core.version import __version__
     app = FastAPI(title="recstack recommendation server", version=__version__, lifespan=lifespan,
                   description="Top-k recommendations, similar items and ratings from a recstack bundle.",
                   responses={422: {"model": ErrorResponse}, 413: {"model": ErrorResponse},

@@ -35,7 +35,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..features.base import PreprocessingLayer, layer_from_config
 from ..layers.dense import _ACTIVATIONS, MLP, Dense
 from ..layers.embedding import Embedding

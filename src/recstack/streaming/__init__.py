@@ -1,6 +1,6 @@
 """Train and evaluate from Parquet data larger than memory.
 
-* :class:`ParquetSource`: a :class:`~recstack.columns.BatchSource` that reads a
+* :class:`ParquetSource`: a :class:`~recstack.core.columns.BatchSource` that reads a
   Parquet file or directory in chunks (pyarrow datasets), encodes each chunk
   vectorised, and shuffles with seeded row-group order plus a shuffle buffer;
   memory is bounded by ``chunk_rows + shuffle_buffer``, not the data size.
@@ -13,7 +13,7 @@ Needs pyarrow (``pip install 'recstack[parquet]'``); importing this package
 does not, using it does. See docs/streaming.md.
 """
 
-from .hashing import HashingLookup, collision_fraction, expected_collision_fraction, stable_hash64
+from ..features.hashing import HashingLookup, collision_fraction, expected_collision_fraction, stable_hash64
 from .memory import current_rss_bytes, peak_rss_bytes, ru_maxrss_bytes
 from .source import ParquetSource, open_parquet_dataset
 from .vocabulary import fit_streaming_vocabularies, fit_streaming_vocabulary, select_tokens

@@ -18,10 +18,10 @@ from typing import Any, Callable, Union
 import numpy as np
 import torch
 
-from recstack.errors import DataError
+from recstack.core.errors import DataError
 
-from ._arrow import pyarrow
-from .hashing import HashingLookup
+from ..core.arrow import pyarrow
+from ..features.hashing import HashingLookup
 
 Encoder = Union[Callable[[Any], Any], Any]  # a PreprocessingLayer or any row-wise callable
 

@@ -1,4 +1,4 @@
-"""ParquetSource: a :class:`~recstack.columns.BatchSource` that reads Parquet in chunks.
+"""ParquetSource: a :class:`~recstack.core.columns.BatchSource` that reads Parquet in chunks.
 
 Memory is bounded by the chunk size and the shuffle buffer, not by the size of
 the data: at any time the process holds the record batch being decoded (and
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from recstack.columns import Batch
-from recstack.errors import ConfigError, DataError, DataNotFoundError
+from recstack.core.columns import Batch
+from recstack.core.errors import ConfigError, DataError, DataNotFoundError
 
-from ._arrow import pyarrow
+from ..core.arrow import pyarrow
 from .encode import Encoder, encode_column
 
 __all__ = ["ParquetSource", "open_parquet_dataset", "read_pieces", "row_group_pieces"]
@@ -148,7 +148,7 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 class ParquetSource:
     """Batches read from Parquet in chunks of ``chunk_rows`` rows, encoded on the fly.
 
-    Implements :class:`~recstack.columns.BatchSource`, so ``model.fit(source)``
+    Implements :class:`~recstack.core.columns.BatchSource`, so ``model.fit(source)``
     and ``model.evaluate(source)`` stream it. Every batch has exactly
     ``batch_size`` rows (rows carry over from one chunk to the next) except a
     smaller last one, dropped with ``drop_remainder``.

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recstack.errors import ConfigError, DataError
+from recstack.core.errors import ConfigError, DataError
 from recstack.features.lookup import IntegerLookup, StringLookup
 
-from ._arrow import pyarrow
+from ..core.arrow import pyarrow
 from .encode import is_text
 from .source import ParquetSource, open_parquet_dataset, read_pieces, row_group_pieces
 

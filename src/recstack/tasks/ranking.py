@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from ..errors import ShapeError
+from ..core.errors import ShapeError
 from ..metrics.base import Metric
 from .base import Task
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, ShapeError
+from ..core.errors import ConfigError, ShapeError
 from ..layers.retrieval_loss import (
     hard_negative_mining,
     remove_accidental_hits,

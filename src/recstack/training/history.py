@@ -8,7 +8,7 @@ import math
 import os
 from typing import Any
 
-from .._io import atomic_write_json, atomic_write_text
+from ..core.io import atomic_write_json, atomic_write_text
 
 
 class History:

@@ -1,6 +1,6 @@
 """The fit and evaluate loops behind :class:`recstack.Model`.
 
-Batches come from a :class:`~recstack.columns.BatchSource`: for in-memory
+Batches come from a :class:`~recstack.core.columns.BatchSource`: for in-memory
 :class:`~recstack.Columns`, slices (or index gathers, when shuffled) of column
 tensors; nothing per-example happens in Python. Reported losses are means of
 the per-batch losses over the epoch (what the TFRS/Keras progress bar shows);
@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .. import distributed
-from ..columns import BatchSource, as_batch_source, epoch_order  # epoch_order: re-exported
-from ..errors import ConfigError, DataError
+from ..core import distributed
+from ..core.columns import BatchSource, as_batch_source, epoch_order  # epoch_order: re-exported
+from ..core.errors import ConfigError, DataError
 from .callbacks import Callback
 from .history import History
 from .progress import Progress, ProgressBar, make_progress
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..models.base import Model
+    from .model import Model
 
 OptimizerLike = torch.optim.Optimizer | Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -112,7 +112,7 @@ def resolve_optimizer(model: "Model", optimizer: OptimizerLike | None) -> torch.
         if getattr(model, "optimizer", None) is None:
             raise ConfigError(
                 "fit() needs an optimizer the first time, e.g. "
-                "optimizer=recstack.optimizers.Adagrad(model.parameters(), lr=0.1).")
+                "optimizer=recstack.training.optimizers.Adagrad(model.parameters(), lr=0.1).")
         return model.optimizer
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
@@ -145,7 +145,7 @@ def fit(
     :class:`~recstack.training.progress.Progress` (see that module).
     ``distributed_data``: shard every global batch of ``batch_size`` rows across the ranks of
     an initialised torch.distributed group (default: whenever there are several ranks);
-    see :mod:`recstack.distributed`.
+    see :mod:`recstack.core.distributed`.
     ``autocast_dtype``: run the towers under ``torch.autocast`` (e.g. torch.bfloat16 on GPU); the
     retrieval loss's softmax stays in float32.
     """

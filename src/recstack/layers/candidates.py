@@ -13,7 +13,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from .errors import ShapeError
+from ..core.errors import ShapeError
 
 CandidateEmbeddings = Union[torch.Tensor, Callable[[], torch.Tensor]]
 

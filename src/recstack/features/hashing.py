@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from recstack.errors import ConfigError, DataError
+from recstack.core.errors import ConfigError, DataError
 from recstack.features.base import PreprocessingLayer, to_1d_array, to_int_array
 
-from ._arrow import pyarrow
+from ..core.arrow import pyarrow
 
 __all__ = ["HashingLookup", "collision_fraction", "expected_collision_fraction", "stable_hash64"]
 

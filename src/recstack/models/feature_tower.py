@@ -29,15 +29,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..candidates import TowerCandidates
-from ..columns import Batch
-from ..errors import ConfigError, DataError, ShapeError
-from ..exclusions import Exclusions
+from ..layers.candidates import TowerCandidates
+from ..core.columns import Batch
+from ..core.errors import ConfigError, DataError, ShapeError
+from ..core.exclusions import Exclusions
 from ..layers import MLP, Dense, Embedding
 from ..layers.time_context import TimestampFeatures
 from ..metrics import FactorizedTopK, RootMeanSquaredError
-from ..models.towers import MaskedMeanEmbedding
-from ..models.two_tower import TwoTowerRetrieval, batch_candidates, distinct_rows, global_batch_loss
+from .towers import MaskedMeanEmbedding
+from .two_tower import TwoTowerRetrieval, batch_candidates, distinct_rows, global_batch_loss
 from ..tasks import Ranking, Retrieval
 
 

@@ -29,11 +29,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ShapeError
-from ..exclusions import Exclusions
-from ..index.base import Index, RowIds
-from .base import Metric
-from .factorized_top_k import _group_metrics
+from ..core.errors import ConfigError, ShapeError
+from ..core.exclusions import Exclusions
+from .base import Index, RowIds
+from ..metrics.base import Metric
+from ..metrics.factorized_top_k import _group_metrics
 
 
 class IndexTopK(Metric):

@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import distributed
-from ..columns import Columns
-from ..errors import ConfigError, DataError
-from ..exclusions import Exclusions
+from ..core import distributed
+from ..core.columns import Columns
+from ..core.errors import ConfigError, DataError
+from ..core.exclusions import Exclusions
 from ..metrics import FactorizedTopK
-from ..models.base import Model
+from ..training.model import Model
 from ..training.callbacks import Callback
 from ..training.history import History
 from .config import ExperimentConfig, dump_config, load_config
-from .interactions import (
+from .data import (
     InteractionData,
     Preprocessing,
     Splits,
@@ -43,7 +43,7 @@ from .interactions import (
     split_data,
 )
 from .model_kinds import ModelContext, get_model_kind
-from .output import Reporter, clean_json
+from .reporter import Reporter, clean_json
 from .run_dir import RunDir, default_run_dir, environment_info, fingerprint, write_plots
 
 #: Test hook: stall (sleep) inside this epoch, after its first batch, so a test can kill the run mid-epoch.
@@ -130,7 +130,7 @@ def build_model(config: ExperimentConfig, ctx: ModelContext) -> Model:
     for name in ("user_embeddings", "item_embeddings"):
         if not callable(getattr(model, name, None)):
             raise ConfigError(f"model kind {kind.name!r}: {type(model).__name__} lacks {name}(ids) "
-                              "(see the builder contract in recstack.cli.model_kinds).")
+                              "(see the builder contract in recstack.experiment.model_kinds).")
     return model
 
 
@@ -144,7 +144,7 @@ def make_optimizer(config: ExperimentConfig, model: Model) -> torch.optim.Optimi
         raise ConfigError("sparse embedding gradients (model.sparse_gradients) need optimizer adagrad or sgd "
                           "without weight_decay or momentum (those would touch every row each step).")
     if o.name == "adagrad":
-        from ..optimizers import Adagrad
+        from ..training.optimizers import Adagrad
 
         return Adagrad(params, lr=o.learning_rate, weight_decay=o.weight_decay, fused=not sparse)
     if o.name == "adam":

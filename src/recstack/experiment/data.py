@@ -8,7 +8,7 @@ text column).
 Policies (each one is reported with counts when it applies):
 
 * **Missing columns, missing ids, non-numeric ratings/timestamps/weights**: a
-  :class:`~recstack.errors.DataError` naming the column, the count and examples.
+  :class:`~recstack.core.errors.DataError` naming the column, the count and examples.
 * **Duplicate (user, item) rows**: ``data.duplicates`` = keep-last (default; last
   row of each pair in file order), keep-first, keep-all or error.
 * **Vocabularies** are fitted on the training rows (``features.vocabulary: train``)
@@ -34,12 +34,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..columns import Columns
+from ..core.columns import Columns
 from ..datasets import leave_last_out, random_split, temporal_split
-from ..errors import DataError, DataNotFoundError
-from ..exclusions import Exclusions
+from ..core.errors import DataError, DataNotFoundError, suggest
+from ..core.exclusions import Exclusions
 from ..features import FeatureSet, Normalization, StringLookup, TextVectorization
-from .config import BUILTIN_DATASETS, DataConfig, FeatureTableConfig, FeaturesConfig, SplitConfig, suggest
+from .config import BUILTIN_DATASETS, DataConfig, FeatureTableConfig, FeaturesConfig, SplitConfig
 from .model_kinds import FeatureSpec
 
 Notify = Callable[[str], None]

@@ -14,7 +14,7 @@ Validation reports every problem at once, each with its dotted path: an
 unknown key (with the closest valid one), a wrong type, a value outside its
 allowed set. ``model`` holds ``kind`` plus that kind's hyperparameters, which
 are validated against the dataclass the kind registered
-(:func:`recstack.cli.model_kinds.register_model_kind`).
+(:func:`recstack.experiment.model_kinds.register_model_kind`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import dataclasses
 import difflib
 import json
 import os
-import tomllib
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -31,7 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError, suggest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10: the backport, a declared dependency there
+    import tomli as tomllib
 
 #: Interaction sources that need no file: the name loads a built-in dataset.
 BUILTIN_DATASETS = ("movielens-100k",)
@@ -346,7 +351,7 @@ def _parse_model(raw: Any, errors: list[str]) -> ModelConfig:
         return ModelConfig()
     names = model_kind_names()
     if kind not in names:
-        errors.append(f"model.kind: unknown model kind {kind!r}{_suggest(kind, names)}; "
+        errors.append(f"model.kind: unknown model kind {kind!r}{suggest(kind, names)}; "
                       f"registered kinds: {', '.join(names)}")
         return ModelConfig(kind=kind)
     params = _parse(get_model_kind(kind).params, raw, "model", errors, context=f" for model kind {kind!r}")
@@ -398,7 +403,7 @@ def _parse(cls: type, raw: Any, where: str, errors: list[str], skip: set[str] = 
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
             valid = sorted([*fields, *skip])
-            errors.append(f"{path}: unknown key{context}{_suggest(str(key), valid)}; valid keys here: "
+            errors.append(f"{path}: unknown key{context}{suggest(str(key), valid)}; valid keys here: "
                           f"{', '.join(valid)}")
             continue
         ok, converted = _convert(hints[key], value, path, errors)
@@ -437,7 +442,7 @@ def _convert(hint: Any, value: Any, path: str, errors: list[str]) -> tuple[bool,
         if value in args and not isinstance(value, bool):
             return True, value
         allowed = ", ".join(repr(a) for a in args)
-        errors.append(f"{path}: must be one of {allowed}; got {value!r}{_suggest(str(value), [str(a) for a in args])}")
+        errors.append(f"{path}: must be one of {allowed}; got {value!r}{suggest(str(value), [str(a) for a in args])}")
         return False, None
     if origin is list:
         if not isinstance(value, (list, tuple)):
@@ -497,24 +502,9 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _suggest(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    if not close:
-        lowered = {o.lower(): o for o in options}
-        if word.lower() in lowered:
-            close = [lowered[word.lower()]]
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def suggest(word: str, options: Sequence[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``options``, or ''."""
-    return _suggest(word, options)
-
-
 __all__ = [
     "BUILTIN_DATASETS", "ColumnsConfig", "DataConfig", "EvaluationConfig", "ExperimentConfig",
     "FeatureTableConfig", "FeaturesConfig", "ModelConfig", "OptimizerConfig", "OutputConfig", "PROTOCOLS",
     "RatingTaskConfig", "RetrievalTaskConfig", "SplitConfig", "TasksConfig", "TrainingConfig",
     "apply_overrides", "dump_config", "load_config", "parse_config", "read_config_file", "resolve_paths",
-    "suggest",
 ]

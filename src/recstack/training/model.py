@@ -10,14 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_write_bytes
-from ..columns import Batch, BatchSource, Columns
+from ..core.io import atomic_write_bytes
+from ..core.columns import Batch, BatchSource, Columns
 from ..metrics.base import Metric
 from ..tasks.base import Task
-from ..training import loop
-from ..training.callbacks import Callback
-from ..training.history import History
-from ..training.progress import Progress
+from . import loop
+from .callbacks import Callback
+from .history import History
+from .progress import Progress
 
 
 class Model(nn.Module):
@@ -42,7 +42,7 @@ class Model(nn.Module):
     """
 
     #: Whether ``compute_loss`` gives the single-process loss when batches are sharded across
-    #: ranks (see :mod:`recstack.distributed`); fit refuses to shard models that do not.
+    #: ranks (see :mod:`recstack.core.distributed`); fit refuses to shard models that do not.
     distributed_ready: bool = False
 
     def __init__(self) -> None:
@@ -115,7 +115,7 @@ class Model(nn.Module):
             drop_remainder: drop the last partial batch.
             distributed_data: inside an initialised torch.distributed group, shard every global
                 batch of ``batch_size`` rows across the ranks (default: when there are several);
-                losses and metrics equal a single process's (see :mod:`recstack.distributed`).
+                losses and metrics equal a single process's (see :mod:`recstack.core.distributed`).
             autocast_dtype: e.g. ``torch.bfloat16``: towers under ``torch.autocast`` (GPU mixed
                 precision); the retrieval softmax stays in float32. Batches on another device than
                 the model (e.g. streamed from disk) are moved to it (pinned memory on CUDA).

@@ -37,9 +37,9 @@ from typing import Any
 
 import torch
 
-from .._io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
-from ..errors import ConfigError, DataError
-from ..exclusions import Exclusions
+from ..core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from ..core.errors import ConfigError, DataError
+from ..core.exclusions import Exclusions
 from ..training.history import History
 
 CHECKPOINT_FORMAT = "recstack.checkpoint"
@@ -172,7 +172,7 @@ def environment_info(device: str, argv: list[str] | None = None) -> dict[str, An
     import numpy
     import pandas
 
-    from .. import __version__
+    from ..core.version import __version__
 
     versions: dict[str, str | None] = {"recstack": __version__, "python": platform.python_version(),
                                        "torch": torch.__version__, "numpy": numpy.__version__,

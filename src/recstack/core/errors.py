@@ -7,6 +7,9 @@ derive from the built-in exception a caller would expect (``ValueError``,
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
+
 
 class RecstackError(Exception):
     """Base class of every error recstack raises on purpose."""
@@ -34,3 +37,17 @@ class ShapeError(RecstackError, ValueError):
 
 class NotFittedError(RecstackError, RuntimeError):
     """A preprocessing layer was used before ``fit`` (or before loading a vocabulary)."""
+
+
+class UsageError(ConfigError):
+    """A command-line combination that cannot work (the CLI exits with code 2)."""
+
+
+def suggest(word: str, options: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``options`` (case-insensitive fallback), or ''."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    if not close:
+        lowered = {o.lower(): o for o in options}
+        if word.lower() in lowered:
+            close = [lowered[word.lower()]]
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -48,10 +48,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..columns import Columns
-from ..errors import ConfigError
-from ..exclusions import Exclusions
-from ..models.base import Model
+from ..core.columns import Columns
+from ..core.errors import ConfigError
+from ..core.exclusions import Exclusions
+from ..training.model import Model
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import TasksConfig
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class FeatureSpec:
-    """Shapes of one side's feature tables (see :class:`~recstack.cli.feature_towers.FeatureTower`)."""
+    """Shapes of one side's feature tables (see :class:`~recstack.models.feature_tower.FeatureTower`)."""
 
     categorical_sizes: list[int] = field(default_factory=list)
     num_numeric: int = 0
@@ -153,7 +153,7 @@ def get_model_kind(name: str) -> ModelKind:
     try:
         return _KINDS[name]
     except KeyError:
-        from .config import suggest
+        from ..core.errors import suggest
 
         raise ConfigError(f"unknown model kind {name!r}{suggest(name, list(_KINDS))}; "
                           f"registered: {', '.join(sorted(_KINDS))}.") from None
@@ -196,7 +196,7 @@ class TwoTowerParams:
 
 def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
     from ..layers import make_activation
-    from .feature_towers import FeatureTower, FeatureTwoTower
+    from ..models.feature_tower import FeatureTower, FeatureTwoTower
 
     try:
         make_activation(p.activation)

@@ -1,0 +1,1 @@
+"""recstack/experiment."""
