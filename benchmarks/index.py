@@ -44,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, write_json  # noqa: E402
 
-from recstack.index import BruteForce, Index, recall_at_k  # noqa: E402
+from recstack.index import BruteForce, Index, load_index, recall_at_k  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def size_and_load(index: Index) -> tuple[float, float, Index]:
         index.save(folder / "ix")
         size = sum(p.stat().st_size for p in (folder / "ix").rglob("*") if p.is_file()) / 1e6
         t0 = time.perf_counter()
-        loaded = Index.load(folder / "ix")
+        loaded = load_index(folder / "ix")
         load_s = time.perf_counter() - t0
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -7,7 +7,7 @@ Writes benchmarks/results/vector_db.json. Run from the repository root, politely
 
 Needs psycopg (``pip install 'recstack[pgvector]'``) and PostgreSQL server binaries with
 pgvector (see docs/serving.md); the server is a throwaway cluster started on 127.0.0.1
-by :func:`recstack.index.pgvector_index.local_postgres` (default durability settings,
+by :func:`recstack.testing.postgres.local_postgres` (default durability settings,
 shared_buffers 1GB) and removed at the end.
 
 Data: the same synthetic recommender embeddings as benchmarks/index.py (1M x 64
@@ -54,8 +54,9 @@ import index as index_bench  # noqa: E402  (benchmarks/index.py: the shared synt
 from _common import environment, write_json  # noqa: E402
 
 from recstack.index import BruteForce, recall_at_k  # noqa: E402
-from recstack.index.pgvector_index import (PgVector, PgVectorHNSW, copy_records,  # noqa: E402
-                                           find_postgres_bin, local_postgres)
+from recstack.index.pgvector_hnsw import PgVectorHNSW  # noqa: E402
+from recstack.index.pgvector_index import PgVector, copy_records  # noqa: E402
+from recstack.testing.postgres import find_postgres_bin, local_postgres  # noqa: E402
 
 SERVER_SETTINGS = {"shared_buffers": "1GB", "max_wal_size": "4GB"}
 

@@ -1,4 +1,4 @@
-"""BruteForce vs numpy argsort, with exclusions and allow-lists."""
+"""BruteForce vs numpy argsort, with exclusions and allow-lists; its one builder."""
 
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ def numpy_top_k(q, cand, k, masked=None):
 @pytest.mark.parametrize("budget", [1 << 24, 40])     # one chunk, many chunks
 def test_exact_top_k(setup, budget):
     cand, q = setup
-    index = BruteForce(k=7, max_scores_in_memory=budget).index(torch.tensor(cand))
+    index = BruteForce(k=7, max_scores_in_memory=budget).build(None, cand)
     scores, ids = index.search(torch.tensor(q))
     ref_scores, ref_ids = numpy_top_k(q, cand, 7)
     np.testing.assert_array_equal(ids, ref_ids)
@@ -37,7 +37,7 @@ def test_exact_top_k(setup, budget):
 def test_identifiers_and_exclusion_lists(setup):
     cand, q = setup
     titles = np.array([f"movie {i}" for i in range(50)])
-    index = BruteForce().index(torch.tensor(cand), identifiers=titles)
+    index = BruteForce().build(None, torch.tensor(cand), identifiers=titles)
     masked = [[1, 2, 3], [], [10, 11], [0]]
     _, got = index.search(torch.tensor(q), k=5, exclude=masked)
     _, ref = numpy_top_k(q, cand, 5, masked)
@@ -47,7 +47,7 @@ def test_identifiers_and_exclusion_lists(setup):
 def test_exclusions_object_by_query_keys(setup):
     cand, q = setup
     excl = Exclusions.from_pairs(torch.tensor([0, 0, 1]), torch.tensor([4, 9, 13]))
-    _, got = BruteForce().index(torch.tensor(cand)).search(
+    _, got = BruteForce().build(None, cand).search(
         torch.tensor(q), k=5, exclude=excl, query_keys=torch.tensor([1, 0, 5, 1]))
     _, ref = numpy_top_k(q, cand, 5, [[13], [4, 9], [], [13]])
     np.testing.assert_array_equal(got, ref)
@@ -55,7 +55,7 @@ def test_exclusions_object_by_query_keys(setup):
 
 def test_allow_list_with_fewer_than_k_candidates(setup):
     cand, q = setup
-    index = BruteForce().index(torch.tensor(cand))
+    index = BruteForce().build(None, cand)
     scores, ids = index.search(torch.tensor(q[:1]), k=5, allow=[[3, 8, 20]])
     order = np.argsort(-(q[0] @ cand[[3, 8, 20]].T))
     assert ids[0, :3].tolist() == [[3, 8, 20][i] for i in order]
@@ -67,7 +67,7 @@ def test_query_model_maps_raw_ids():
     with torch.no_grad():
         users.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
     cand = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 0.5]])
-    index = BruteForce(users).index(cand, identifiers=["a", "b", "c"])
+    index = BruteForce(users).build(None, cand, identifiers=["a", "b", "c"])
     _, ids = index(torch.tensor([0, 1]), k=1)
     assert ids[:, 0].tolist() == ["a", "b"]
 
@@ -75,8 +75,29 @@ def test_query_model_maps_raw_ids():
 def test_errors():
     with pytest.raises(ConfigError, match="empty"):
         BruteForce().search(torch.zeros(1, 2))
-    index = BruteForce().index(torch.zeros(3, 2))
+    index = BruteForce().build(None, torch.zeros(3, 2))
     with pytest.raises(ShapeError, match=r"\[B, 2\]"):
         index.search(torch.zeros(1, 5))
     with pytest.raises(ShapeError, match="identifiers"):
-        BruteForce().index(torch.zeros(3, 2), identifiers=["a"])
+        BruteForce().build(None, torch.zeros(3, 2), identifiers=["a"])
+
+
+# -- one builder ----------------------------------------------------------------------------
+def test_index_is_a_deprecated_alias_of_build(setup):
+    cand, q = setup
+    titles = np.array([f"movie {i}" for i in range(50)])
+    with pytest.warns(DeprecationWarning, match=r"build\(ids, embeddings"):
+        old = BruteForce().index(torch.tensor(cand), identifiers=titles, candidate_ids=torch.arange(50) + 100)
+    new = BruteForce().build(np.arange(50) + 100, cand, identifiers=titles)
+    for index in (old, new):
+        _, got = index.search(q, k=5, exclude=[[100 + 3]] * 4)
+        np.testing.assert_array_equal(got, titles[numpy_top_k(q, cand, 5, [[3]] * 4)[1]])
+
+
+def test_index_from_tower_is_build_over_the_tower_output(setup):
+    cand, q = setup
+    tower = nn.Embedding(50, 6)
+    with torch.no_grad():
+        tower.weight.copy_(torch.from_numpy(cand))
+    index = BruteForce().index_from_tower(tower, torch.arange(50), ids=np.arange(50) * 2, batch_size=7)
+    np.testing.assert_array_equal(index.search(q, k=4)[1], numpy_top_k(q, cand, 4)[1] * 2)

@@ -33,8 +33,8 @@ def test_chunked_search_matches_one_chunk(data):
 
 def test_save_load_with_string_identifiers(tmp_path):
     x = np.eye(4, dtype=np.float32)
-    index = BruteForce(k=2).index(torch.from_numpy(x), identifiers=np.array(["a", "b", "c", "d"], dtype=object),
-                                  candidate_ids=torch.tensor([10, 11, 12, 13]))
+    index = BruteForce(k=2).build(torch.tensor([10, 11, 12, 13]), torch.from_numpy(x),
+                                  identifiers=np.array(["a", "b", "c", "d"], dtype=object))
     index.save(tmp_path / "bf")
     loaded = load_index(tmp_path / "bf")
     _, got = loaded.search(torch.eye(4)[[2]], exclude=[[12]])

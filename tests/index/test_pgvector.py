@@ -3,7 +3,7 @@
 The server is a throwaway cluster: ``initdb`` in a temporary directory, started with
 ``pg_ctl`` on a free 127.0.0.1 port (as the ``postgres`` account when the tests run as
 root), stopped and deleted at the end of the session
-(:func:`recstack.index.pgvector_index.local_postgres`).
+(:func:`recstack.testing.postgres.local_postgres`).
 
 How to get these tests to run (they skip, saying which part is missing, otherwise):
 
@@ -22,7 +22,7 @@ How to get these tests to run (they skip, saying which part is missing, otherwis
   and drop tables named ``recstack_test_*``; some tests need a superuser).
 
 The exact backend runs the same contract tests as BruteForce/FAISS/ScaNN (the functions of
-test_filtering.py, with its ``make`` pointed at this backend); HNSW runs the ones that do
+test_contract.py, with its ``make`` pointed at this backend); HNSW runs the ones that do
 not need an exhaustive setting (an HNSW graph has none), plus a recall check.
 """
 
@@ -44,12 +44,13 @@ psycopg = pytest.importorskip("psycopg", reason="the pgvector backend needs psyc
 from recstack import Exclusions  # noqa: E402
 from recstack.core.errors import ConfigError, DataError, ShapeError  # noqa: E402
 from recstack.index import BruteForce, Index, load_index  # noqa: E402
-from recstack.index import pgvector_index  # noqa: E402
-from recstack.index.pgvector_index import (PASSWORD_ENV, PgVector, PgVectorHNSW, copy_records,  # noqa: E402
-                                           find_postgres_bin, local_postgres, no_server_reason,
-                                           pgvector_installed, strip_password)
+from recstack.index.pgvector_hnsw import PgVectorHNSW  # noqa: E402
+from recstack.index.pgvector_index import PASSWORD_ENV, PgVector, copy_records, strip_password  # noqa: E402
+from recstack.testing import postgres  # noqa: E402
+from recstack.testing.postgres import (find_postgres_bin, local_postgres, no_server_reason,  # noqa: E402
+                                       pgvector_installed)
 
-from . import test_filtering as contract  # noqa: E402
+from . import test_contract as contract  # noqa: E402
 from .conftest import clustered, numpy_top_k  # noqa: E402
 
 
@@ -121,15 +122,15 @@ def test_find_postgres_bin_order(tmp_path, monkeypatch):
     plain = _fake_bin(tmp_path, "plain", pgvector=False)
     monkeypatch.delenv("RECSTACK_PG_BIN", raising=False)
     monkeypatch.delenv("RECSTACK_PG_SEARCH", raising=False)
-    monkeypatch.setattr(pgvector_index, "pgserver_bin", lambda: bundled)
-    monkeypatch.setattr(pgvector_index, "_system_bins", lambda: [plain, system])
+    monkeypatch.setattr(postgres, "pgserver_bin", lambda: bundled)
+    monkeypatch.setattr(postgres, "_system_bins", lambda: [plain, system])
     assert find_postgres_bin() == bundled
     monkeypatch.setenv("RECSTACK_PG_SEARCH", "system")
     assert find_postgres_bin() == system                 # the one with pgvector, not the first
-    monkeypatch.setattr(pgvector_index, "_system_bins", lambda: [plain])
+    monkeypatch.setattr(postgres, "_system_bins", lambda: [plain])
     assert find_postgres_bin() == plain                  # no pgvector anywhere: still a server
     monkeypatch.setenv("RECSTACK_PG_SEARCH", "pgserver")
-    monkeypatch.setattr(pgvector_index, "pgserver_bin", lambda: None)
+    monkeypatch.setattr(postgres, "pgserver_bin", lambda: None)
     assert find_postgres_bin() is None
     assert "pgserver not installed" in no_server_reason() and "searched: pgserver" in no_server_reason()
     with pytest.raises(ConfigError, match="no PostgreSQL server binaries"):
@@ -165,7 +166,7 @@ def tables(pg_dsn):
 
 @pytest.fixture
 def pg_make(pg_dsn, tables, monkeypatch):
-    """Point test_filtering's ``make`` at this backend (other kinds pass through)."""
+    """Point test_contract's ``make`` at this backend (other kinds pass through)."""
     original = contract.make
 
     def make(kind, ids, x, exhaustive=False):
@@ -184,31 +185,12 @@ def pg_make(pg_dsn, tables, monkeypatch):
 # ---------------------------------------------------------------------------------------
 # The shared contract
 # ---------------------------------------------------------------------------------------
-EXACT_CONTRACT = [
-    contract.test_exhaustive_search_is_exact,
-    contract.test_exclusion_lists,
-    contract.test_exclusions_object_with_query_keys,
-    contract.test_allow_lists_are_scored_exactly_even_at_low_recall_settings,
-    contract.test_fewer_than_k_remaining_pads_with_minus_one,
-    contract.test_ann_still_returns_k_when_probed_cells_are_all_excluded,
-    contract.test_excluding_all_but_a_few_returns_exactly_the_rest,
-    contract.test_similar_excludes_the_item_itself,
-]
-# HNSW has no setting that makes it exhaustive: only the checks that hold for any recall.
-HNSW_CONTRACT = [
-    contract.test_allow_lists_are_scored_exactly_even_at_low_recall_settings,
-    contract.test_fewer_than_k_remaining_pads_with_minus_one,
-    contract.test_ann_still_returns_k_when_probed_cells_are_all_excluded,
-    contract.test_excluding_all_but_a_few_returns_exactly_the_rest,
-]
-
-
-@pytest.mark.parametrize("check", EXACT_CONTRACT, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("check", contract.CONTRACT, ids=lambda f: f.__name__)
 def test_exact_contract(check, data, pg_make):
     check(data, "pgvector")
 
 
-@pytest.mark.parametrize("check", HNSW_CONTRACT, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("check", contract.ANY_RECALL, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("iterative", ["strict_order", "off"])
 def test_hnsw_contract(check, iterative, data, pg_make):
     """With the iterative scan off the graph stops at ef_search results, so rows short of k
@@ -341,12 +323,6 @@ def test_errors(data, pg_dsn, tables, monkeypatch):
     index = PgVector(pg_dsn, table=tables())
     with pytest.raises(ConfigError, match="empty"):
         index.search(q, k=3)
-    with pytest.raises(DataError, match="unique"):
-        index.build(np.zeros(x.shape[0], dtype=np.int64), x)
-    bad = x.copy()
-    bad[7, 3] = np.nan
-    with pytest.raises(DataError, match=f"candidate {ids[7]} is not finite"):
-        index.build(ids, bad)
     index.build(ids, x)
     with pytest.raises(ShapeError, match=r"\[B, 12\]"):
         index.search(np.zeros((1, 5), np.float32), k=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,11 +10,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..layers.candidates import IdPositions, embed_in_batches
 from ..core.errors import ConfigError, DataError, ShapeError
-from .base import Index, RowIds, allow_rows, as_ids, exclusion_rows, load_npy
+from ..core.id_lists import IdLists
+from ..layers.candidates import IdPositions, embed_in_batches
+from .arrays import as_ids, check_finite, check_unique, checked_ids, load_npy
+from .contract import Index
+from .filters import allow_rows, exclusion_rows
+from .registry import register_index
 
 
+@register_index("brute_force", aliases=("exact", "bruteforce"))
 class BruteForce(Index):
     """Exact maximum-inner-product search, the counterpart of TFRS's BruteForce layer.
 
@@ -21,8 +27,7 @@ class BruteForce(Index):
     ``max_scores_in_memory`` floats (64 MB by default), so a 1M x 128 catalogue is
     searched in bounded memory; each tile keeps its top-k and the running best
     lists are merged. The matmul uses torch's intra-op threads
-    (``torch.set_num_threads``). Candidate ids may repeat (masking an id masks
-    every position holding it).
+    (``torch.set_num_threads``).
 
     Args:
         query_model: optional callable mapping raw queries to [B, d] embeddings
@@ -32,12 +37,11 @@ class BruteForce(Index):
         max_scores_in_memory: bound on one query-block x candidate-chunk score tile.
 
     Example:
-        >>> index = BruteForce(user_model).index(movie_embeddings, identifiers=titles)
-        >>> scores, titles = index(["42"], k=3)
+        >>> index = BruteForce(user_model).index_from_tower(movie_model, movie_ids, identifiers=titles)
+        >>> scores, titles = index(["42"], k=3)                    # raw user id in, titles out
         >>> exact = BruteForce().build(item_ids, item_embeddings)   # the Index interface
     """
 
-    kind = "brute_force"
     is_exact = True
 
     def __init__(self, query_model: Callable[[Any], torch.Tensor] | None = None, k: int = 10,
@@ -50,50 +54,40 @@ class BruteForce(Index):
         self._ids: IdPositions | None = None
 
     # Building -------------------------------------------------------------
-    def index(self, candidates: torch.Tensor, identifiers: Sequence[Any] | np.ndarray | torch.Tensor | None = None,
-              candidate_ids: torch.Tensor | None = None) -> "BruteForce":
-        """Index [C, d] candidate embeddings.
+    def build(self, ids: Any, embeddings: Any,
+              identifiers: Sequence[Any] | np.ndarray | torch.Tensor | None = None) -> BruteForce:
+        """Index ``embeddings`` [C, d] (finite) under unique integer ``ids`` [C].
 
         Args:
-            candidates: [C, d] embeddings.
+            ids: [C] integer ids, the ids ``exclude`` / ``allow`` name (None: 0..C-1).
+            embeddings: [C, d] tensor or array (kept as float32 on the CPU).
             identifiers: what search returns for each candidate (titles, raw ids...);
-                default: positions 0..C-1.
-            candidate_ids: [C] integer ids used by ``exclude``/``allow`` (default:
-                positions). Exclusion lists name these ids.
+                default: ``ids``.
         """
-        candidates = torch.as_tensor(candidates)
-        if candidates.dim() != 2:
-            raise ShapeError(f"candidates must be [C, d]; got shape {tuple(candidates.shape)}.")
-        num = candidates.shape[0]
-        if identifiers is None:
-            identifiers = np.arange(num)
-        ident = identifiers.cpu().numpy() if isinstance(identifiers, torch.Tensor) else np.asarray(identifiers)
-        if ident.shape[0] != num:
-            raise ShapeError(f"{num} candidate embeddings but {ident.shape[0]} identifiers.")
-        ids = torch.arange(num) if candidate_ids is None else torch.as_tensor(candidate_ids).long()
-        if ids.shape[0] != num:
-            raise ShapeError(f"{num} candidate embeddings but {ids.shape[0]} candidate_ids.")
-        self._embeddings = candidates.detach().float().contiguous()
-        self._identifiers = ident
-        self._ids = IdPositions(ids)
-        return self
-
-    def build(self, ids: Any, embeddings: Any) -> "BruteForce":
-        """The :class:`~recstack.index.Index` interface: ids [C] (None: 0..C-1) are both the
-        returned identifiers and the ids that ``exclude``/``allow`` name."""
-        emb = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)
+        emb = torch.as_tensor(embeddings if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings))
         if emb.dim() != 2:
             raise ShapeError(f"embeddings must be [C, d]; got shape {tuple(emb.shape)}.")
-        ids_np = np.arange(emb.shape[0], dtype=np.int64) if ids is None else as_ids(ids, emb.shape[0])
-        return self.index(emb, identifiers=ids_np, candidate_ids=torch.from_numpy(ids_np.copy()))
+        emb = emb.detach().cpu().float().contiguous()
+        ids_np = checked_ids(ids, emb)
+        ident = ids_np if identifiers is None else _identifiers(identifiers, emb.shape[0])
+        self._embeddings, self._identifiers = emb, ident
+        self._ids = IdPositions(torch.from_numpy(ids_np.copy()))
+        return self
 
     def index_from_tower(self, tower: Callable[[Any], torch.Tensor],
-                         inputs: torch.Tensor | Mapping[str, torch.Tensor],
-                         identifiers: Sequence[Any] | np.ndarray | None = None,
-                         candidate_ids: torch.Tensor | None = None,
-                         batch_size: int = 8192) -> "BruteForce":
-        """Embed ``inputs`` with the candidate ``tower`` (eval mode, no grad) and index them."""
-        return self.index(embed_in_batches(tower, inputs, batch_size), identifiers, candidate_ids)
+                         inputs: torch.Tensor | Mapping[str, torch.Tensor], *, ids: Any = None,
+                         identifiers: Sequence[Any] | np.ndarray | torch.Tensor | None = None,
+                         batch_size: int = 8192) -> BruteForce:
+        """``build(ids, tower(inputs), identifiers)``, embedding ``inputs`` in eval mode, without grad."""
+        return self.build(ids, embed_in_batches(tower, inputs, batch_size), identifiers=identifiers)
+
+    def index(self, candidates: Any, identifiers: Sequence[Any] | np.ndarray | torch.Tensor | None = None,
+              candidate_ids: Any = None) -> BruteForce:
+        """Deprecated: ``build(candidate_ids, candidates, identifiers=identifiers)``."""
+        warnings.warn("BruteForce.index(candidates, identifiers=, candidate_ids=) is deprecated: use "
+                      "build(ids, embeddings, identifiers=...) (ids first, like every index's build).",
+                      DeprecationWarning, stacklevel=2)
+        return self.build(candidate_ids, candidates, identifiers=identifiers)
 
     @property
     def num_candidates(self) -> int:
@@ -104,12 +98,12 @@ class BruteForce(Index):
         return 0 if self._embeddings is None else self._embeddings.shape[1]
 
     def candidate_ids(self) -> np.ndarray:
-        """Sorted distinct candidate ids."""
-        return np.empty(0, np.int64) if self._ids is None else torch.unique(self._ids.ids).numpy()
+        """Sorted candidate ids."""
+        return np.empty(0, np.int64) if self._ids is None else self._ids._sorted.numpy()
 
     def vectors(self, ids: Any) -> torch.Tensor:
-        """[n] candidate ids -> [n, d] embeddings (first position of a repeated id)."""
-        self._require_index()
+        """[n] candidate ids -> [n, d] embeddings."""
+        self._require_built()
         assert self._ids is not None and self._embeddings is not None
         ids_t = torch.as_tensor(as_ids(np.atleast_1d(np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids))))
         lo = torch.searchsorted(self._ids._sorted, ids_t)
@@ -127,16 +121,13 @@ class BruteForce(Index):
                 queries = self.query_model(queries)
         return self.search(queries, k=k, exclude=exclude, query_keys=query_keys)
 
-    def _require_index(self) -> None:
-        if self._embeddings is None or self._ids is None or self._identifiers is None:
-            raise ConfigError("This index is empty; call index() or index_from_tower() first.")
-
     def _queries(self, queries: Any) -> torch.Tensor:
-        self._require_index()
-        q = torch.as_tensor(queries).detach().float()
+        self._require_built()
+        q = torch.as_tensor(queries).detach().cpu().float()
         if q.dim() != 2 or q.shape[1] != self.dimension:
             raise ShapeError(
                 f"queries must be [B, {self.dimension}] to match the indexed candidates; got {tuple(q.shape)}.")
+        check_finite(q, "queries")
         return q
 
     @torch.no_grad()
@@ -147,11 +138,11 @@ class BruteForce(Index):
         Args:
             queries: [B, d] query embeddings.
             k: results per query (default ``self.k``); capped at the catalogue size.
-            exclude: candidate ids to skip, either an :class:`Exclusions` (looked up
-                by ``query_keys``), a sequence of B id lists, or a :class:`RowIds`.
+            exclude: candidate ids to skip: an IdLists / :class:`Exclusions` (one list
+                per row, or looked up by ``query_keys``) or a sequence of B id lists.
             allow: optional sequence of B id lists (a ``None`` entry leaves that row
-                unrestricted) or RowIds; only those candidates are scored.
-            query_keys: [B] keys for an :class:`Exclusions`.
+                unrestricted) or an IdLists; only those candidates are scored.
+            query_keys: [B] keys to look ``exclude`` lists up by.
 
         Returns:
             (scores [B, k'] float32 tensor, identifiers [B, k']) in descending score
@@ -225,12 +216,12 @@ class BruteForce(Index):
             counts += (scores > thresholds[:, None]).sum(dim=1)
         return counts
 
-    def _positions(self, row_ids: RowIds) -> tuple[torch.Tensor, torch.Tensor]:
+    def _positions(self, row_ids: IdLists) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._ids is not None
         return self._ids.positions(torch.from_numpy(row_ids.rows), torch.from_numpy(row_ids.ids))
 
     def _pairs(self, spec: Any, batch: int, query_keys: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """(row, position) pairs for an Exclusions object, B lists of candidate ids, or RowIds."""
+        """(row, position) pairs of an ``exclude`` spec (see :meth:`search`)."""
         rows = exclusion_rows(spec, batch, query_keys)
         if rows is None:
             empty = torch.empty(0, dtype=torch.long)
@@ -239,8 +230,8 @@ class BruteForce(Index):
 
     # Mutation ------------------------------------------------------------------------
     def remove(self, ids: Any) -> int:
-        """Drop every position holding one of ``ids``; returns the number of positions removed."""
-        self._require_index()
+        """Drop the candidates ``ids`` (unknown ids are ignored); returns how many were removed."""
+        self._require_built()
         assert self._ids is not None and self._embeddings is not None and self._identifiers is not None
         drop = torch.from_numpy(np.isin(self._ids.ids.numpy(), as_ids(np.atleast_1d(np.asarray(ids)))))
         keep = ~drop
@@ -249,16 +240,21 @@ class BruteForce(Index):
         self._ids = IdPositions(self._ids.ids[keep])
         return int(drop.sum())
 
-    def add(self, ids: Any, embeddings: Any) -> "BruteForce":
-        """Append candidates (integer ids; identifiers = ids)."""
-        emb = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)
+    def add(self, ids: Any, embeddings: Any) -> BruteForce:
+        """Append candidates under new integer ids (identifiers = ids); DataError for ids already indexed."""
         if self._embeddings is None:
-            return self.build(ids, emb)
+            return self.build(ids, embeddings)
         assert self._ids is not None and self._identifiers is not None
+        emb = torch.as_tensor(embeddings if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings))
         if emb.dim() != 2 or emb.shape[1] != self.dimension:
             raise ShapeError(f"embeddings must be [n, {self.dimension}]; got {tuple(emb.shape)}.")
-        new = as_ids(ids, emb.shape[0])
-        self._embeddings = torch.cat([self._embeddings, emb.detach().float()]).contiguous()
+        new = as_ids(ids, emb.shape[0], "candidate ids")
+        check_finite(emb, "candidate embeddings", new)
+        check_unique(new, "new candidate ids")
+        clash = np.isin(new, self._ids.ids.numpy())
+        if clash.any():
+            raise DataError(f"candidate id(s) {new[clash][:5].tolist()} are already indexed; remove them first.")
+        self._embeddings = torch.cat([self._embeddings, emb.detach().cpu().float()]).contiguous()
         self._identifiers = np.concatenate([self._identifiers, new])
         self._ids = IdPositions(torch.cat([self._ids.ids, torch.from_numpy(new.copy())]))
         return self
@@ -270,11 +266,12 @@ class BruteForce(Index):
     def _save_files(self, directory: Path) -> list[str]:
         """embeddings.npy, ids.npy and (when they differ from ids) identifiers.npy. The
         ``query_model`` is not saved (a callable); bundles store query towers instead."""
-        self._require_index()
+        self._require_built()
         assert self._embeddings is not None and self._ids is not None and self._identifiers is not None
-        np.save(directory / "embeddings.npy", self._embeddings.numpy(), allow_pickle=False)
+        files: list[str] = []
+        np.save(directory / "embeddings.npy", self._embeddings.cpu().numpy(), allow_pickle=False)
         np.save(directory / "ids.npy", self._ids.ids.numpy(), allow_pickle=False)
-        files = ["embeddings.npy", "ids.npy"]
+        files += ["embeddings.npy", "ids.npy"]
         ident = self._identifiers
         if not (ident.dtype.kind in "iu" and np.array_equal(ident, self._ids.ids.numpy())):
             if ident.dtype == object:
@@ -286,8 +283,15 @@ class BruteForce(Index):
         return files
 
     def _load_files(self, directory: Path, state: dict[str, Any]) -> None:
-        emb = torch.from_numpy(np.array(load_npy(directory / "embeddings.npy"), dtype=np.float32))
+        emb = np.array(load_npy(directory / "embeddings.npy"), dtype=np.float32)
         ids = load_npy(directory / "ids.npy").astype(np.int64)
         ident_path = directory / "identifiers.npy"
-        ident = load_npy(ident_path) if ident_path.exists() else ids
-        self.index(emb, identifiers=ident, candidate_ids=torch.from_numpy(ids.copy()))
+        self.build(ids, emb, identifiers=load_npy(ident_path) if ident_path.exists() else None)
+
+
+def _identifiers(identifiers: Any, n: int) -> np.ndarray:
+    """[n] returned identifiers (any dtype numpy can hold without pickle on save: int or str)."""
+    ident = identifiers.detach().cpu().numpy() if isinstance(identifiers, torch.Tensor) else np.asarray(identifiers)
+    if ident.ndim != 1 or ident.shape[0] != n:
+        raise ShapeError(f"{n} candidate embeddings but identifiers of shape {tuple(ident.shape)}.")
+    return ident

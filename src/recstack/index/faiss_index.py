@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError, DataError, ShapeError
-from .base import ApproximateIndex, as_ids, as_numpy_f32, check_unique, load_npy
+from .approximate import ApproximateIndex
+from .arrays import as_ids, as_numpy_f32, build_inputs, check_unique, load_npy
+from .registry import register_index
 
 
 def _faiss() -> Any:
@@ -52,6 +54,7 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(target, n // 39)))
 
 
+@register_index("faiss_ivf", aliases=("faiss",))
 class FaissIVF(ApproximateIndex):
     """IVF-Flat over MIPS->L2-augmented vectors (FAISS), with deterministic builds.
 
@@ -64,8 +67,6 @@ class FaissIVF(ApproximateIndex):
         exact_allow_limit: allow-lists with up to this many distinct ids are scored exactly.
         num_threads: FAISS OpenMP threads (None: FAISS default; process-wide setting).
     """
-
-    kind = "faiss_ivf"
 
     def __init__(self, nlist: int | None = None, nprobe: int | None = None, train_size: int | None = None,
                  seed: int = 0, norm_headroom: float = 1.0, exact_allow_limit: int = 16384,
@@ -96,12 +97,9 @@ class FaissIVF(ApproximateIndex):
     def build(self, ids: Any, embeddings: Any) -> "FaissIVF":
         """Train the cells on a seeded sample and add every candidate (in chunks of 64k)."""
         faiss = _faiss()
-        x = as_numpy_f32(embeddings)
+        ids, x = build_inputs(ids, embeddings)
         n, d = x.shape
-        if n == 0:
-            raise DataError("FaissIVF.build got no candidates.")
-        ids = np.arange(n, dtype=np.int64) if ids is None else as_ids(ids, n)
-        sorted_ids = check_unique(ids, "candidate ids")
+        sorted_ids = np.sort(ids)
         nlist = min(default_nlist(n) if self._auto["nlist"] or self.nlist is None else self.nlist, n)
         self.nlist = nlist
         if self._auto["nprobe"] or self.nprobe is None:
@@ -281,7 +279,7 @@ class FaissIVF(ApproximateIndex):
         """Add new candidates to the trained cells; raises M first if a new norm exceeds it."""
         if self._index is None:
             return self.build(ids, embeddings)
-        x = as_numpy_f32(embeddings)
+        x = as_numpy_f32(embeddings, "candidate embeddings")
         if x.shape[1] != self._dim:
             raise ShapeError(f"embeddings must be [n, {self._dim}]; got {tuple(x.shape)}.")
         new = as_ids(ids, x.shape[0])

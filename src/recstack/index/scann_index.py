@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from ..core.errors import ConfigError, DataError, ShapeError
-from .base import ApproximateIndex, as_ids, as_numpy_f32, check_unique, load_npy
+from .approximate import ApproximateIndex
+from .arrays import as_ids, as_numpy_f32, build_inputs, load_npy
+from .registry import register_index
 
 
 def _scann() -> Any:
@@ -44,6 +46,7 @@ def _scann() -> Any:
     return scann
 
 
+@register_index("scann")
 class ScaNN(ApproximateIndex):
     """ScaNN tree + AH + exact re-ordering behind the recstack index interface.
 
@@ -55,8 +58,6 @@ class ScaNN(ApproximateIndex):
         exact_allow_limit: allow-lists with up to this many distinct ids are scored exactly.
         num_threads: ScaNN search threads for batched calls (None: its default).
     """
-
-    kind = "scann"
 
     def __init__(self, num_leaves: int | None = None, leaves_to_search: int | None = None,
                  reorder: int | None = None, training_sample_size: int = 250_000,
@@ -77,12 +78,8 @@ class ScaNN(ApproximateIndex):
     # -- building ---------------------------------------------------------------------------
     def build(self, ids: Any, embeddings: Any) -> "ScaNN":
         scann = _scann()
-        x = as_numpy_f32(embeddings)
+        ids, x = build_inputs(ids, embeddings)
         n = x.shape[0]
-        if n == 0:
-            raise DataError("ScaNN.build got no candidates.")
-        ids = np.arange(n, dtype=np.int64) if ids is None else as_ids(ids, n)
-        check_unique(ids, "candidate ids")
         leaves = min(n, self.num_leaves or max(1, int(round(2 * math.sqrt(n)))))
         self.num_leaves = leaves
         if self.leaves_to_search is None:
@@ -215,7 +212,7 @@ class ScaNN(ApproximateIndex):
         """Add candidates by rebuilding (ScaNN's upsert needs its docid wrapper)."""
         if self._searcher is None:
             return self.build(ids, embeddings)
-        x = as_numpy_f32(embeddings)
+        x = as_numpy_f32(embeddings, "candidate embeddings")
         if x.shape[1] != self.dimension:
             raise ShapeError(f"embeddings must be [n, {self.dimension}]; got {tuple(x.shape)}.")
         new = as_ids(ids, x.shape[0])

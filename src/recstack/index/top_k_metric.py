@@ -31,7 +31,8 @@ import torch
 
 from ..core.errors import ConfigError, ShapeError
 from ..core.exclusions import Exclusions
-from .base import Index, RowIds
+from ..core.id_lists import IdLists
+from .contract import Index
 from ..metrics.base import Metric
 from ..metrics.factorized_top_k import _group_metrics
 
@@ -113,18 +114,12 @@ class IndexTopK(Metric):
         if query_keys is not None:
             self._keys.append(query_keys.detach().long().reshape(-1))
 
-    def _masked(self, batch: int, true_ids: torch.Tensor | None, keys: torch.Tensor | None) -> RowIds:
-        rows, ids = [], []
-        if true_ids is not None:
-            rows.append(np.arange(batch))
-            ids.append(true_ids.detach().long().reshape(-1).numpy())
+    def _masked(self, batch: int, true_ids: torch.Tensor | None, keys: torch.Tensor | None) -> IdLists:
+        """Per row: the positive's own id and the row key's exclusions."""
+        masked = IdLists.empty(batch) if true_ids is None else IdLists(np.arange(batch + 1), true_ids.reshape(-1))
         if self.exclude is not None and keys is not None:
-            r, i = self.exclude.pairs(keys.detach().long().reshape(-1))
-            rows.append(r.numpy())
-            ids.append(i.numpy())
-        if not rows:
-            return RowIds(np.zeros(batch + 1, np.int64), np.empty(0, np.int64))
-        return RowIds.from_pairs(np.concatenate(rows), np.concatenate(ids), batch)
+            masked = masked.union(self.exclude.take(keys.reshape(-1)))
+        return masked
 
     def ranks(self) -> torch.Tensor:
         """[N] rank of every row (0 = first; -1 = beyond the search depth of an approximate index)."""

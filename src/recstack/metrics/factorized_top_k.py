@@ -166,9 +166,9 @@ class FactorizedTopK(Metric):
             row_parts.append(torch.arange(batch))
             id_parts.append(true_ids.detach().long().reshape(-1))
         if self.exclude is not None and keys is not None:
-            r, i = self.exclude.pairs(keys.detach().long().reshape(-1))
-            row_parts.append(r)
-            id_parts.append(i)
+            r, i = self.exclude.pairs(keys.detach().long().reshape(-1))    # numpy (IdLists)
+            row_parts.append(torch.from_numpy(r))
+            id_parts.append(torch.from_numpy(i))
         if not row_parts:
             empty = torch.empty(0, dtype=torch.long)
             return empty, empty

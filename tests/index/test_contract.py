@@ -1,11 +1,12 @@
-"""Exclusions and allow-lists on every index kind against a numpy reference."""
+"""The contract every index backend runs (pgvector's tests point ``make`` at their backend too):
+exclusions and allow-lists against a numpy reference, and the input checks of build and search."""
 
 import numpy as np
 import pytest
 import torch
 
 from recstack import Exclusions
-from recstack.index import RowIds
+from recstack.core.errors import DataError
 
 from .conftest import make, numpy_top_k
 
@@ -114,9 +115,60 @@ def test_similar_excludes_the_item_itself(data, kind):
     assert_same(scores, got, *numpy_top_k(x[pos], x, ids, 6, exclude=[[i] for i in items]))
 
 
-def test_row_ids_helpers():
-    rows = RowIds.from_pairs(np.array([2, 0, 2]), np.array([7, 5, 9]), batch=3)
-    assert rows.indptr.tolist() == [0, 1, 1, 3] and rows.ids.tolist() == [5, 7, 9]
-    assert rows.take(np.array([2, 0])).ids.tolist() == [7, 9, 5]
-    both = RowIds.concat_rows(rows, RowIds.from_lists([[1], [], [2]]))
-    assert [sorted(both.row(i).tolist()) for i in range(3)] == [[1, 5], [], [2, 7, 9]]
+@pytest.mark.parametrize("kind", KINDS)
+def test_build_refuses_non_finite_embeddings_naming_the_first_row(data, kind):
+    ids, x, _ = data
+    for value in (np.nan, np.inf):
+        bad = x.copy()
+        bad[7, 3] = value
+        bad[20, 0] = value
+        with pytest.raises(DataError, match=rf"candidate embeddings row 7 \(id {ids[7]}\) is not finite"):
+            make(kind, ids, bad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_search_refuses_non_finite_queries_naming_the_first_row(data, kind):
+    ids, x, q = data
+    index = make(kind, ids, x)
+    bad = q[:4].copy()
+    bad[2, 0] = -np.inf
+    with pytest.raises(DataError, match="queries row 2 is not finite"):
+        index.search(bad, k=5)
+    bad[1, 5] = np.nan
+    with pytest.raises(DataError, match="queries row 1 is not finite"):
+        index.search(torch.from_numpy(bad), k=5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_build_refuses_repeated_ids_naming_them(data, kind):
+    ids, x, _ = data
+    repeated = ids.copy()
+    repeated[9] = repeated[4]
+    with pytest.raises(DataError, match=rf"id {ids[4]} is at rows \[4, 9\]"):
+        make(kind, repeated, x)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_add_refuses_non_finite_vectors_and_known_ids(data, kind):
+    ids, x, _ = data
+    index = make(kind, ids[:-2], x[:-2])
+    bad = x[-2:].copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(DataError, match="not finite"):
+        index.add(ids[-2:], bad)
+    with pytest.raises(DataError, match="already indexed"):
+        index.add(ids[:1], x[:1])
+    assert index.num_candidates == x.shape[0] - 2
+
+
+# The whole contract, for backends that run it from their own test module (pgvector) ...
+CONTRACT = [v for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]
+# ... and the checks that hold at any recall (for an ANN without an exhaustive setting, e.g. HNSW).
+ANY_RECALL = [test_allow_lists_are_scored_exactly_even_at_low_recall_settings,
+              test_fewer_than_k_remaining_pads_with_minus_one,
+              test_ann_still_returns_k_when_probed_cells_are_all_excluded,
+              test_excluding_all_but_a_few_returns_exactly_the_rest,
+              test_build_refuses_non_finite_embeddings_naming_the_first_row,
+              test_search_refuses_non_finite_queries_naming_the_first_row,
+              test_build_refuses_repeated_ids_naming_them,
+              test_add_refuses_non_finite_vectors_and_known_ids]
