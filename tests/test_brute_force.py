@@ -1,4 +1,6 @@
-"""BruteForce vs numpy argsort, with exclusions and allow-lists; its one builder."""
+"""BruteForce vs numpy argsort, with exclusions and allow-lists; its one builder; its saved query model."""
+
+import json
 
 import numpy as np
 import pytest
@@ -7,6 +9,9 @@ from torch import nn
 
 from recstack import BruteForce, Exclusions
 from recstack.core.errors import ConfigError, ShapeError
+from recstack.features import StringLookup
+from recstack.index import load_index, register_query_layer
+from recstack.layers import MLP, Embedding
 
 
 @pytest.fixture
@@ -101,3 +106,69 @@ def test_index_from_tower_is_build_over_the_tower_output(setup):
         tower.weight.copy_(torch.from_numpy(cand))
     index = BruteForce().index_from_tower(tower, torch.arange(50), ids=np.arange(50) * 2, batch_size=7)
     np.testing.assert_array_equal(index.search(q, k=4)[1], numpy_top_k(q, cand, 4)[1] * 2)
+
+
+# -- the query model is saved and reloaded (raw ids in, candidate ids out) --------------------
+def _tutorial_index(query_tail=()):
+    """BruteForce(nn.Sequential(StringLookup, Embedding, ...)) over 30 titles, as in the TFRS tutorial."""
+    torch.manual_seed(0)
+    users = StringLookup(vocabulary=[str(u) for u in range(1, 60)])
+    user_model = nn.Sequential(users, Embedding(users.vocabulary_size(), 8), *query_tail)
+    titles = np.array([f"Movie {i}" for i in range(30)])
+    movies = torch.randn(30, user_model(["1"]).shape[1])
+    return BruteForce(user_model, k=3).build(None, movies, identifiers=titles)
+
+
+@pytest.mark.parametrize("tail", [(), (MLP(8, [16, 4], activation="elu"), nn.LayerNorm(4))], ids=["lookup", "deep"])
+def test_saved_index_keeps_its_query_model(tmp_path, tail):
+    index = _tutorial_index(tail)
+    expected_scores, expected = index(["42", "7", "unknown user"])
+    index.save(tmp_path / "bf")
+    assert not list((tmp_path / "bf").glob("*.pkl"))
+    loaded = load_index(tmp_path / "bf")
+    scores, got = loaded(["42", "7", "unknown user"])               # raw ids in, titles out
+    assert got.shape == (3, 3) and got.dtype.kind == "U"
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), rtol=1e-6)
+    config = json.loads((tmp_path / "bf" / "query_model.json").read_text())
+    assert config["type"] == "torch.nn.Sequential" and config["config"]["layers"][0]["type"] == "recstack.features"
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {"factor": self.factor}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def test_a_query_model_that_cannot_be_saved_says_what_can(tmp_path):
+    index = BruteForce(lambda raw: torch.zeros(len(raw), 2)).build(None, np.eye(2, dtype=np.float32))
+    with pytest.raises(ConfigError, match="cannot save the query model without pickle.*Savable are nn.Sequential"):
+        index.save(tmp_path / "lambda")
+    index = BruteForce(nn.Sequential(nn.Embedding(3, 2), Scale(2.0))).build(None, np.eye(2, dtype=np.float32))
+    with pytest.raises(ConfigError, match="test_brute_force.Scale.*register_query_layer"):
+        index.save(tmp_path / "custom")
+    register_query_layer(Scale, "tests.Scale")
+    index.save(tmp_path / "custom")
+    _, got = load_index(tmp_path / "custom")(torch.tensor([1, 2]), k=1)
+    np.testing.assert_array_equal(got, index(torch.tensor([1, 2]), k=1)[1])
+    with pytest.raises(ConfigError, match="non-default"):
+        BruteForce(nn.Sequential(nn.ELU(alpha=2.0))).build(None, np.eye(2, dtype=np.float32)).save(tmp_path / "e")
+
+
+def test_a_query_layer_name_names_one_class():
+    class Other(Scale):
+        pass
+
+    register_query_layer(Scale, "tests.Scale")          # the same class again: fine
+    with pytest.raises(ConfigError, match="already registered"):
+        register_query_layer(Other, "tests.Scale")

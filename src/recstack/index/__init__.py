@@ -12,8 +12,8 @@
 
 The optional backends are imported on first use, so ``import recstack`` works
 without them. Modules: ``contract`` (the Index ABC), ``filters`` (exclude/allow),
-``approximate`` (ANN base, tuning), ``arrays`` (input checks), ``registry``, one
-module per backend.
+``approximate`` (ANN base, tuning), ``arrays`` (input checks), ``registry``,
+``query_model`` (BruteForce's saved query model), one module per backend.
 """
 
 from typing import Any
@@ -22,13 +22,15 @@ from ..core.id_lists import IdLists
 from .approximate import ApproximateIndex, recall_at_k
 from .brute_force import BruteForce
 from .contract import Index
+from .query_model import register_query_layer
 from .registry import INDEXES, load_index, make_index, register_index
 from .top_k_metric import IndexTopK
 
 RowIds = IdLists   # the per-query-row id lists that exclude= / allow= take
 
 __all__ = ["INDEXES", "ApproximateIndex", "BruteForce", "FaissIVF", "IdLists", "Index", "IndexTopK", "PgVector",
-           "PgVectorHNSW", "RowIds", "ScaNN", "load_index", "make_index", "recall_at_k", "register_index"]
+           "PgVectorHNSW", "RowIds", "ScaNN", "load_index", "make_index", "recall_at_k", "register_index",
+           "register_query_layer"]
 
 # Classes of the lazily imported backends, by registered name.
 _LAZY_CLASSES = {"FaissIVF": "faiss_ivf", "ScaNN": "scann", "PgVector": "pgvector", "PgVectorHNSW": "pgvector_hnsw"}

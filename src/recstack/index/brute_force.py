@@ -16,6 +16,7 @@ from ..layers.candidates import IdPositions, embed_in_batches
 from .arrays import as_ids, check_finite, check_unique, checked_ids, load_npy
 from .contract import Index
 from .filters import allow_rows, exclusion_rows
+from .query_model import load_query_model, save_query_model
 from .registry import register_index
 
 
@@ -30,9 +31,10 @@ class BruteForce(Index):
     (``torch.set_num_threads``).
 
     Args:
-        query_model: optional callable mapping raw queries to [B, d] embeddings
+        query_model: optional module mapping raw queries to [B, d] embeddings
             (e.g. ``nn.Sequential(StringLookup(...), Embedding(...))``), so that raw
-            user ids go in and candidate identifiers come out.
+            user ids go in and candidate identifiers come out; saved with the index
+            (see :mod:`recstack.index.query_model` for what can be saved).
         k: default number of results.
         max_scores_in_memory: bound on one query-block x candidate-chunk score tile.
 
@@ -264,11 +266,11 @@ class BruteForce(Index):
         return {"k": self.k, "max_scores_in_memory": self.max_scores_in_memory}
 
     def _save_files(self, directory: Path) -> list[str]:
-        """embeddings.npy, ids.npy and (when they differ from ids) identifiers.npy. The
-        ``query_model`` is not saved (a callable); bundles store query towers instead."""
+        """embeddings.npy, ids.npy, identifiers.npy (when they differ from ids) and the query
+        model (query_model.json + .npz; a ConfigError says so when it cannot be saved)."""
         self._require_built()
         assert self._embeddings is not None and self._ids is not None and self._identifiers is not None
-        files: list[str] = []
+        files = save_query_model(self.query_model, directory) if self.query_model is not None else []
         np.save(directory / "embeddings.npy", self._embeddings.cpu().numpy(), allow_pickle=False)
         np.save(directory / "ids.npy", self._ids.ids.numpy(), allow_pickle=False)
         files += ["embeddings.npy", "ids.npy"]
@@ -287,6 +289,8 @@ class BruteForce(Index):
         ids = load_npy(directory / "ids.npy").astype(np.int64)
         ident_path = directory / "identifiers.npy"
         self.build(ids, emb, identifiers=load_npy(ident_path) if ident_path.exists() else None)
+        if "query_model.json" in state.get("files", []):
+            self.query_model = load_query_model(directory)
 
 
 def _identifiers(identifiers: Any, n: int) -> np.ndarray:
