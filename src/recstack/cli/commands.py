@@ -263,9 +263,9 @@ def export_bundle(serving: Any, loaded: Any, bundle_dir: Path) -> Path:
         embeddings = model.item_embeddings(pre.catalogue())
     item_ids = np.asarray(pre.items.get_vocabulary()[1:], dtype=str)
     seen = loaded.seen
-    counts = (seen.indptr[1:] - seen.indptr[:-1]).numpy()
+    counts = seen.counts
     seen_table = {user_field: pre.users.lookup_inverse(np.repeat(np.arange(seen.num_keys), counts)),
-                  item_field: pre.items.lookup_inverse(seen.indices.numpy())}
+                  item_field: pre.items.lookup_inverse(seen.ids)}
     head = getattr(model, "rating_head", None)
     spec = serving.ServingSpec(query_tower=nn.Sequential(pre.users, model.query_tower), query_inputs=user_field,
                                rating_head=head, kind="multitask" if head is not None else "two_tower")
