@@ -1,0 +1,93 @@
+"""The shipped tutorial configs train the weights of the tutorials' hand-written models.
+
+The oracles (tests/tutorial_models.py) are the TFRS tutorials' ``compute_loss`` models; the
+config path is ``recstack train NAME`` (the generic two-tower kind, which scores each distinct
+movie of a batch once with its multiplicity). Both start from ``torch.manual_seed(0)`` with the
+user embedding created first, see the same vocabularies (sorted ids over all ratings) and the
+same fixed batches of the tutorial's split, so they must end with the same weights: equal up to
+float32 rounding (the in-batch softmax sums the same terms in another order, ~1e-7 after a few
+steps), while training moves every table by far more (checked, so the tolerance means something).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recstack import Columns
+from recstack.cli.main import main
+from recstack.datasets import random_split, read_movielens_100k
+from recstack.experiment.saved_run import load_run
+from recstack.features import StringLookup
+from recstack.training.optimizers import Adagrad
+from tutorial_models import MultiTaskModel, movielens_model
+
+STEPS = ["--set", "training.epochs=2", "--set", "training.batch_size=512", "--set", "output.plots=false",
+         "--progress", "quiet"]
+
+
+def tutorial_data(directory, with_rating: bool = False):
+    """The tutorial's split and encoding: ids looked up in sorted vocabularies of all ratings.
+
+    (The tutorials take the title vocabulary from the movies table; on MovieLens 100K every
+    movie is rated, so it is the same vocabulary. The synthetic movies table has unrated rows.)
+    """
+    ratings = read_movielens_100k(directory).ratings
+    train, _ = random_split(ratings, train_fraction=0.8, seed=42)
+    users = StringLookup(vocabulary=np.unique(ratings["user_id"].to_numpy()))
+    titles = StringLookup(vocabulary=np.unique(ratings["movie_title"].to_numpy()))
+    columns = {"user_id": users(train["user_id"].to_numpy()), "movie_title": titles(train["movie_title"].to_numpy())}
+    if with_rating:
+        columns["user_rating"] = torch.from_numpy(train["user_rating"].to_numpy(np.float32, copy=True))
+    return Columns(columns), users.vocabulary_size(), titles.vocabulary_size()
+
+
+def assert_same_weights(pairs: list[tuple[torch.Tensor, torch.Tensor]], initial: list[torch.Tensor]) -> None:
+    """Config-path and oracle tensors agree to float32 rounding; training moved them by >= 1e-3."""
+    for (mine, theirs), start in zip(pairs, initial):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+        assert float((theirs.detach() - start).abs().max()) > 1e-3
+
+
+def train_config(name, synthetic_ml100k, tmp_path, monkeypatch, *overrides):
+    monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))
+    run = tmp_path / name
+    assert main(["train", name, "--run-dir", str(run), *STEPS, *overrides]) == 0
+    return load_run(run).model
+
+
+def test_basic_retrieval_config_trains_the_tutorial_models_weights(synthetic_ml100k, tmp_path, monkeypatch,
+                                                                   one_thread):
+    config_model = train_config("basic-retrieval", synthetic_ml100k, tmp_path, monkeypatch)
+    train, num_users, num_titles = tutorial_data(synthetic_ml100k)
+    torch.manual_seed(0)
+    oracle = movielens_model(num_users, num_titles, torch.arange(1, num_titles))
+    initial = [oracle.user_model.weight.detach().clone(), oracle.movie_model.weight.detach().clone()]
+    oracle.fit(train, epochs=2, batch_size=512, optimizer=Adagrad(oracle.parameters(), lr=0.1), shuffle=False,
+               verbose=False)
+    assert train.num_rows > 2 * 512       # several steps, the last one short
+    assert_same_weights([(config_model.query_tower.id_embedding.weight, oracle.user_model.weight),
+                         (config_model.candidate_tower.id_embedding.weight, oracle.movie_model.weight)], initial)
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (1.0, 0.0)])
+def test_multitask_config_trains_the_tutorial_models_weights(weights, synthetic_ml100k, tmp_path, monkeypatch,
+                                                             one_thread):
+    rating, retrieval = weights
+    config_model = train_config("multitask", synthetic_ml100k, tmp_path, monkeypatch,
+                                "--set", f"tasks.rating.weight={rating}", "--set", f"tasks.retrieval.weight={retrieval}")
+    train, num_users, num_titles = tutorial_data(synthetic_ml100k, with_rating=True)
+    torch.manual_seed(0)
+    oracle = MultiTaskModel(num_users, num_titles, torch.arange(1, num_titles), rating, retrieval)
+    tensors = [oracle.user_model.weight, oracle.movie_model.weight, *(d.weight for d in oracle.rating_model),
+               *(d.bias for d in oracle.rating_model)]
+    initial = [t.detach().clone() for t in tensors]
+    oracle.fit(train, epochs=2, batch_size=512, optimizer=Adagrad(oracle.parameters(), lr=0.1), shuffle=False,
+               verbose=False)
+    pairs = [(config_model.query_tower.id_embedding.weight, oracle.user_model.weight),
+             (config_model.candidate_tower.id_embedding.weight, oracle.movie_model.weight)]
+    pairs += [(mine.weight, theirs.weight) for mine, theirs in zip(config_model.rating_head, oracle.rating_model)]
+    pairs += [(mine.bias, theirs.bias) for mine, theirs in zip(config_model.rating_head, oracle.rating_model)]
+    assert len(pairs) == 2 + 2 * 3
+    assert_same_weights(pairs, initial)
