@@ -1,9 +1,13 @@
-"""From a config to objects: the model (through its registered kind), the optimizer, the device."""
+"""From a config to objects: the model (through its registered kind), the optimizer, the device,
+and the options of ``model.fit``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from ..core.columns import BatchSource, Columns
 from ..core.errors import ConfigError
 from ..training.model import Model
 from .config import ExperimentConfig
@@ -70,4 +74,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-__all__ = ["build_model", "make_optimizer", "model_context", "resolve_device"]
+
+def training_source(model: Model, train: Columns) -> BatchSource:
+    """What ``model`` trains on: its ``training_data(train)`` (AutoRec: the rows of its rating
+    matrix) when it defines one, else the interaction rows."""
+    training_data = getattr(model, "training_data", None)
+    return training_data(train) if callable(training_data) else train
+
+
+def fit_options(config: ExperimentConfig) -> dict[str, Any]:
+    """The config's ``model.fit`` keyword arguments: epochs, batch size, shuffling (seeded with
+    ``config.seed``), validation cadence and batch size, autocast precision."""
+    t = config.training
+    return {"epochs": t.epochs, "batch_size": t.batch_size, "shuffle": t.shuffle, "seed": config.seed,
+            "validation_freq": t.validation_freq, "validation_batch_size": config.evaluation.batch_size,
+            "autocast_dtype": torch.bfloat16 if t.precision == "bf16" else None}
+
+
+__all__ = ["build_model", "fit_options", "make_optimizer", "model_context", "resolve_device", "training_source"]

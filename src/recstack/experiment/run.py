@@ -25,7 +25,7 @@ from ..core.errors import DataError
 from ..training.callbacks import Callback
 from ..training.history import History
 from ..training.model import Model
-from .building import build_model, make_optimizer, model_context, resolve_device
+from .building import build_model, fit_options, make_optimizer, model_context, resolve_device, training_source
 from .config import ExperimentConfig, dump_config, wants_test_loss
 from .config_files import load_config
 from .evaluation import evaluate_run
@@ -208,8 +208,6 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
     """``model.fit`` with checkpoints and history files (``run`` given), from ``checkpoint`` if any."""
     t = config.training
     optimizer = make_optimizer(config, model)
-    training_data = getattr(model, "training_data", None)
-    train_source = training_data(train_cols) if callable(training_data) else train_cols
     history = History()
     initial_epoch = 0
     if checkpoint is not None:
@@ -229,12 +227,9 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
         run.write_status("running", epoch=initial_epoch, epochs=t.epochs)
     try:
         if initial_epoch < t.epochs:
-            model.fit(train_source, epochs=t.epochs, batch_size=t.batch_size, optimizer=optimizer,
-                      validation_data=val_cols, validation_freq=t.validation_freq,
-                      validation_batch_size=config.evaluation.batch_size, shuffle=t.shuffle, seed=config.seed,
+            model.fit(training_source(model, train_cols), optimizer=optimizer, validation_data=val_cols,
                       verbose=reporter.progress() if run is not None else False, callbacks=callbacks,
-                      initial_epoch=initial_epoch,
-                      autocast_dtype=torch.bfloat16 if t.precision == "bf16" else None)
+                      initial_epoch=initial_epoch, **fit_options(config))
     finally:
         if tensorboard is not None:
             tensorboard.close()
