@@ -19,6 +19,7 @@ from recstack.experiment.config import (
 )
 from recstack.experiment.config_files import apply_overrides, load_config
 from recstack.experiment.model_kinds import TwoTowerParams
+from recstack.experiment.reference import unreported_metrics
 
 from .conftest import BASE, merge
 
@@ -188,15 +189,26 @@ def test_reference_blocks_are_validated():
     assert "reference.source: missing required key" in message
     assert "reference.metrics.test/root_mean_squared_error: expected a number, got 'high' (str)" in message
     message = errors_of(merge(BASE, {"reference": {"source": "s", "metrics": {
-        "all-items/top_7_categorical_accuracy": 0.1, "seen/mrr": 0.2, "all-items/ndcg": 0.3}}}))
-    assert "reference.metrics.all-items/top_7_categorical_accuracy: 'top_7_categorical_accuracy' is not a metric " \
-           "the run reports" in message and "evaluation.ks = [1, 5, 10]" in message
+        "seen/mrr": 0.2, "all-items/ndcg": 0.3, "test/rmse": 1.0}}}))
     assert "reference.metrics.seen/mrr: a reference metric is PROTOCOL/METRIC" in message
-    assert "reference.metrics.all-items/ndcg: 'ndcg' is not a metric" in message
-    message = errors_of(merge(BASE, {"evaluation": {"protocols": ["exclude-seen"]}, "reference": {
-        "source": "s", "metrics": {"all-items/mrr": 0.2, "test/root_mean_squared_error": 1.0}}}))
-    assert "reference.metrics.all-items/mrr: protocol 'all-items' is not evaluated" in message
-    assert "reference.metrics.test/root_mean_squared_error: the run reports test/root_mean_squared_error" in message
+    assert "reference.metrics.all-items/ndcg: 'ndcg' is not a metric the runs report" in message
+    assert "reference.metrics.test/rmse: the test metrics are root_mean_squared_error, loss" in message
+
+
+def test_reference_metrics_the_run_does_not_report_are_found():
+    """A --set may change what a run evaluates (the comparison then shows "-"), so this is not a parse
+    error; the shipped configs are held to it (test_configs_and_demo)."""
+    config = parse_config(merge(BASE, {"evaluation": {"protocols": ["exclude-seen"]}, "reference": {
+        "source": "s", "metrics": {"all-items/mrr": 0.2, "exclude-seen/top_7_categorical_accuracy": 0.1,
+                                   "test/root_mean_squared_error": 1.0},
+        "variants": [{"when": {"tasks.rating.weight": 1.0}, "metrics": {"test/root_mean_squared_error": 1.0}}]}}))
+    problems = unreported_metrics(config)
+    assert problems == [
+        "reference.metrics.all-items/mrr: protocol 'all-items' is not evaluated (evaluation.protocols: "
+        "['exclude-seen'])",
+        "reference.metrics.exclude-seen/top_7_categorical_accuracy: K = 7 is not in evaluation.ks = [1, 5, 10]",
+        "reference.metrics.test/root_mean_squared_error: the run reports test/root_mean_squared_error and test/loss "
+        "only for rating models (model kind autorec, or tasks.rating.weight > 0)"]     # the variant's RMSE is fine
 
 
 def test_reference_variants_are_valid_settings():

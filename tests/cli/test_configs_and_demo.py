@@ -14,6 +14,7 @@ from recstack.cli import demo
 from recstack.cli.main import main
 from recstack.core.errors import ConfigError
 from recstack.experiment.config_files import load_config, shipped_configs
+from recstack.experiment.reference import unreported_metrics
 
 from .conftest import make_items, make_ratings
 
@@ -28,6 +29,7 @@ def test_every_shipped_config_is_valid_and_named_after_its_file():
         config = load_config(name)
         assert config.name == name and shipped.file.name == name.replace("-", "_") + ".yaml"
         assert config.description and config.description == shipped.description()
+        assert unreported_metrics(config) == []     # every published figure is one its run reports
 
 
 def test_the_configs_are_package_data_of_the_wheel():

@@ -433,34 +433,53 @@ def _check_values(c: ExperimentConfig, errors: list[str]) -> None:
 
 
 _METRIC = re.compile(r"^(?:top_(\d+)_categorical_accuracy|recall_at_(\d+)|ndcg_at_(\d+)|mrr)$")
+_TEST_METRIC_NAMES = ("root_mean_squared_error", "loss")
+
+
+def reference_metric_problem(key: str, config: ExperimentConfig | None = None) -> str | None:
+    """Why ``key`` (``PROTOCOL/METRIC`` or ``test/METRIC``) is not a metric a run reports, or None.
+
+    Without ``config`` only the form is checked; with it, also that this config's run reports it
+    (the protocol is evaluated, K is in evaluation.ks, test metrics come from a rating model).
+    """
+    protocol, _, name = key.partition("/")
+    if protocol == TEST_METRICS:
+        if name not in _TEST_METRIC_NAMES:
+            return f"the test metrics are {', '.join(_TEST_METRIC_NAMES)}{suggest(name, list(_TEST_METRIC_NAMES))}"
+        if config is not None and not wants_test_loss(config):
+            return ("the run reports test/root_mean_squared_error and test/loss only for rating models "
+                    "(model kind autorec, or tasks.rating.weight > 0)")
+        return None
+    if protocol not in PROTOCOLS:
+        return (f"a reference metric is PROTOCOL/METRIC with PROTOCOL one of {', '.join(PROTOCOLS)} or "
+                f"{TEST_METRICS!r}{suggest(protocol, [*PROTOCOLS, TEST_METRICS])}")
+    match = _METRIC.match(name)
+    if match is None:
+        return f"{name!r} is not a metric the runs report (top_K_categorical_accuracy, recall_at_K, ndcg_at_K or mrr)"
+    if config is not None:
+        if protocol not in config.evaluation.protocols:
+            return f"protocol {protocol!r} is not evaluated (evaluation.protocols: {config.evaluation.protocols})"
+        k = next((int(g) for g in match.groups() if g), None)
+        if k is not None and k not in config.evaluation.ks:
+            return f"K = {k} is not in evaluation.ks = {config.evaluation.ks}"
+    return None
 
 
 def _check_reference(c: ExperimentConfig, errors: list[str]) -> None:
-    """Every reference metric is one the run reports; every variant is a valid config."""
+    """Reference metrics have the form of metrics a run reports; every variant is a valid config.
+
+    Whether this particular run reports them is not checked here: ``--set`` may legitimately
+    change what is evaluated (the comparison then shows "-"); tests hold the shipped configs to it
+    (:func:`recstack.experiment.reference.unreported_metrics`).
+    """
     ref = c.reference
     assert ref is not None
-    rates = wants_test_loss(c)
 
     def check_metrics(metrics: dict[str, float], where: str) -> None:
         for key in metrics:
-            protocol, _, name = key.partition("/")
-            path = f"{where}.{key}"
-            if protocol == TEST_METRICS:
-                if name not in ("root_mean_squared_error", "loss") or not rates:
-                    errors.append(f"{path}: the run reports test/root_mean_squared_error and test/loss only for "
-                                  "rating models (model kind autorec, or tasks.rating.weight > 0)")
-                continue
-            if protocol not in PROTOCOLS:
-                errors.append(f"{path}: a reference metric is PROTOCOL/METRIC with PROTOCOL one of "
-                              f"{', '.join(PROTOCOLS)} or {TEST_METRICS!r}{suggest(protocol, [*PROTOCOLS, TEST_METRICS])}")
-                continue
-            if protocol not in c.evaluation.protocols:
-                errors.append(f"{path}: protocol {protocol!r} is not evaluated; add it to evaluation.protocols")
-            match = _METRIC.match(name)
-            k = next((int(g) for g in match.groups() if g), None) if match else None
-            if match is None or (k is not None and k not in c.evaluation.ks):
-                errors.append(f"{path}: {name!r} is not a metric the run reports (top_K_categorical_accuracy, "
-                              f"recall_at_K, ndcg_at_K with K in evaluation.ks = {c.evaluation.ks}, or mrr)")
+            problem = reference_metric_problem(key)
+            if problem:
+                errors.append(f"{where}.{key}: {problem}")
 
     check_metrics(ref.metrics, "reference.metrics")
     for i, variant in enumerate(ref.variants):
@@ -480,5 +499,5 @@ __all__ = [
     "EvaluationConfig", "ExperimentConfig", "FeatureTableConfig", "FeaturesConfig", "ModelConfig",
     "OptimizerConfig", "OutputConfig", "PROTOCOLS", "RatingTaskConfig", "ReferenceConfig", "ReferenceVariant",
     "RetrievalTaskConfig", "SplitConfig", "TEST_METRICS", "TasksConfig", "TrainingConfig", "dump_config",
-    "parse_config", "setting", "wants_test_loss", "with_settings",
+    "parse_config", "reference_metric_problem", "setting", "wants_test_loss", "with_settings",
 ]

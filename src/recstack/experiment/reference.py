@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import TEST_METRICS, ExperimentConfig, setting
+from .config import TEST_METRICS, ExperimentConfig, reference_metric_problem, setting, with_settings
 
 #: Settings that do not change what a run computes (where files go, threads, batch size of evaluation).
 NEUTRAL_SETTINGS = ("output.", "device", "training.threads", "training.checkpoint_every", "training.keep_checkpoints",
@@ -91,6 +91,20 @@ def compare(metrics: dict[str, Any], reference: AppliedReference) -> list[Compar
     return rows
 
 
+def unreported_metrics(config: ExperimentConfig) -> list[str]:
+    """Reference figures that the runs they are published for would not report: the block's own
+    metrics against ``config``, each variant's against ``config`` with the variant's settings.
+    Each entry says where and why (empty for a consistent reference block)."""
+    ref = config.reference
+    if ref is None:
+        return []
+    checks = [("reference.metrics", ref.metrics, config)]
+    checks += [(f"reference.variants[{i}].metrics", v.metrics, with_settings(config, v.when))
+               for i, v in enumerate(ref.variants)]
+    return [f"{where}.{key}: {problem}" for where, metrics, run in checks for key in metrics
+            if (problem := reference_metric_problem(key, run))]
+
+
 def _value(config: ExperimentConfig, key: str) -> Any:
     try:
         return setting(config, key)
@@ -108,4 +122,4 @@ def _equal(a: Any, b: Any) -> bool:
 _MISSING = object()
 
 __all__ = ["AppliedReference", "ComparisonRow", "NEUTRAL_SETTINGS", "applicable_reference", "changed_settings",
-           "compare"]
+           "compare", "unreported_metrics"]
