@@ -18,6 +18,7 @@ import torch
 from recstack import Columns
 from recstack.cli.main import main
 from recstack.datasets import random_split, read_movielens_100k
+from recstack.experiment.config_files import load_config
 from recstack.experiment.saved_run import load_run
 from recstack.features import StringLookup
 from recstack.training.optimizers import Adagrad
@@ -57,18 +58,32 @@ def train_config(name, synthetic_ml100k, tmp_path, monkeypatch, *overrides):
     return load_run(run).model
 
 
-def test_basic_retrieval_config_trains_the_tutorial_models_weights(synthetic_ml100k, tmp_path, monkeypatch,
-                                                                   one_thread):
-    config_model = train_config("basic-retrieval", synthetic_ml100k, tmp_path, monkeypatch)
-    train, num_users, num_titles = tutorial_data(synthetic_ml100k)
+def basic_retrieval_pairs(directory, tmp_path, monkeypatch, steps: list[str], epochs: int, batch_size: int):
+    config_model = train_config("basic-retrieval", directory, tmp_path, monkeypatch, *steps)
+    train, num_users, num_titles = tutorial_data(directory)
     torch.manual_seed(0)
     oracle = movielens_model(num_users, num_titles, torch.arange(1, num_titles))
     initial = [oracle.user_model.weight.detach().clone(), oracle.movie_model.weight.detach().clone()]
-    oracle.fit(train, epochs=2, batch_size=512, optimizer=Adagrad(oracle.parameters(), lr=0.1), shuffle=False,
-               verbose=False)
-    assert train.num_rows > 2 * 512       # several steps, the last one short
-    assert_same_weights([(config_model.query_tower.id_embedding.weight, oracle.user_model.weight),
-                         (config_model.candidate_tower.id_embedding.weight, oracle.movie_model.weight)], initial)
+    oracle.fit(train, epochs=epochs, batch_size=batch_size, optimizer=Adagrad(oracle.parameters(), lr=0.1),
+               shuffle=False, verbose=False)
+    assert train.num_rows > 2 * batch_size       # several steps, the last one short
+    return [(config_model.query_tower.id_embedding.weight, oracle.user_model.weight),
+            (config_model.candidate_tower.id_embedding.weight, oracle.movie_model.weight)], initial
+
+
+def test_basic_retrieval_config_trains_the_tutorial_models_weights(synthetic_ml100k, tmp_path, monkeypatch,
+                                                                   one_thread):
+    assert_same_weights(*basic_retrieval_pairs(synthetic_ml100k, tmp_path, monkeypatch, STEPS, 2, 512))
+
+
+@pytest.mark.real_data
+def test_on_movielens_the_basic_retrieval_config_trains_the_tutorial_models_weights(real_movielens, tmp_path,
+                                                                                    monkeypatch):
+    """The tutorial's own batch size on the real data, one epoch (10 steps)."""
+    steps = ["--set", "training.epochs=1", "--set", "evaluation.protocols=[all-items]", "--set", "output.plots=false",
+             "--progress", "quiet"]
+    batch_size = load_config("basic-retrieval").training.batch_size
+    assert_same_weights(*basic_retrieval_pairs(real_movielens.source, tmp_path, monkeypatch, steps, 1, batch_size))
 
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0), (1.0, 0.0)])

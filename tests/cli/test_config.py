@@ -11,13 +11,13 @@ import yaml
 from recstack.cli.main import main
 from recstack.core.errors import ConfigError
 from recstack.experiment.config import (
-    ConfigDeprecationWarning,
     ExperimentConfig,
     TrainingConfig,
     dump_config,
     parse_config,
 )
 from recstack.experiment.config_files import apply_overrides, load_config
+from recstack.experiment.deprecations import ConfigDeprecationWarning
 from recstack.experiment.model_kinds import TwoTowerParams
 from recstack.experiment.reference import unreported_metrics
 

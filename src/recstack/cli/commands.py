@@ -329,5 +329,6 @@ def _reference_text(metrics: dict[str, Any], config: Any, written: Any, data: di
 
 
 def _figure(value: float) -> str:
-    """A published figure with the digits it was published with (0.00075 stays 0.00075)."""
+    """A published figure with the digits it was published with (0.00012 stays 0.00012 instead of 0.0001);
+    long reprs (1/3) get 4 decimals like the other columns."""
     return f"{value:.4f}" if len(repr(value)) > 8 else repr(value)

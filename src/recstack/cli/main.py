@@ -13,7 +13,8 @@ import warnings
 from collections.abc import Sequence
 
 from ..core.errors import ConfigError, RecstackError, UsageError  # noqa: F401 (re-exported)
-from ..experiment.config import DEPRECATED_PROTOCOLS, PROTOCOLS, ConfigDeprecationWarning
+from ..experiment.config import PROTOCOLS
+from ..experiment.deprecations import DEPRECATED_PROTOCOLS, ConfigDeprecationWarning
 from ..training.progress import PROGRESS_MODES
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

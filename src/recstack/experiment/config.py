@@ -12,7 +12,7 @@ A config is a mapping whose sections mirror :class:`ExperimentConfig`::
     training: {epochs: 10, batch_size: 1024}
     reference:                             # optional: the published figures this config reproduces
       source: where they are published
-      metrics: {all-items/top_100_categorical_accuracy: 0.29}
+      metrics: {all-items/top_100_categorical_accuracy: 0.30}
 
 :func:`parse_config` validates a mapping with the generic validator of
 :mod:`recstack.experiment.validation` and reports every problem at once, each with its dotted
@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..core.errors import ConfigError, suggest
+from .deprecations import upgrade_deprecated
 from .model_kinds import MODEL_KINDS
 from .validation import describe, parse_dataclass
 
@@ -39,17 +39,10 @@ BUILTIN_DATASETS = ("movielens-100k",)
 #: Evaluation protocols: "all-items" ranks each test row's item among the whole catalogue
 #: (the TFRS tutorials' top-k accuracy); "exclude-seen" removes each user's earlier items.
 PROTOCOLS = ("all-items", "exclude-seen")
-#: Old protocol names still accepted (with a ConfigDeprecationWarning) -> their new names.
-DEPRECATED_PROTOCOLS = {"seed": "all-items"}
 #: The part of a reference metric key that is not a protocol: test loss and RMSE (rating models).
 TEST_METRICS = "test"
 
 Protocol = Literal["all-items", "exclude-seen"]
-
-
-class ConfigDeprecationWarning(DeprecationWarning):
-    """An old spelling in a config or on the command line that still works (the command line
-    prints these as ``warning: ...``)."""
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -274,7 +267,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "config") -> ExperimentCo
     Deprecated spellings (the protocol name "seed") are rewritten with a ConfigDeprecationWarning.
     """
     errors: list[str] = []
-    raw = _upgrade_deprecated(dict(raw), source)
+    raw = upgrade_deprecated(dict(raw), source)
     model_raw = raw.pop("model", None)
     config = parse_dataclass(ExperimentConfig, raw, "", errors, skip={"model"})
     model = _parse_model(model_raw, errors)
@@ -332,52 +325,6 @@ def setting(config: ExperimentConfig, key: str) -> Any:
             raise KeyError(key)
         node = node[part]
     return node
-
-
-def _upgrade_deprecated(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """Rewrite the protocol name "seed" to "all-items" (evaluation and reference keys), warning once."""
-    found: list[str] = []
-
-    def rename(value: Any, where: str) -> Any:
-        if isinstance(value, str) and value in DEPRECATED_PROTOCOLS:
-            found.append(where)
-            return DEPRECATED_PROTOCOLS[value]
-        return value
-
-    def rename_keys(metrics: Any, where: str) -> Any:
-        if not isinstance(metrics, Mapping):
-            return metrics
-        out = {}
-        for key, value in metrics.items():
-            protocol, sep, name = str(key).partition("/")
-            new = rename(protocol, f"{where}.{key}") if sep else protocol
-            out[f"{new}/{name}" if sep else key] = value
-        return out
-
-    evaluation = raw.get("evaluation")
-    if isinstance(evaluation, Mapping):
-        evaluation = dict(evaluation)
-        if isinstance(evaluation.get("protocols"), list):
-            evaluation["protocols"] = [rename(p, "evaluation.protocols") for p in evaluation["protocols"]]
-        if "validation_protocol" in evaluation:
-            evaluation["validation_protocol"] = rename(evaluation["validation_protocol"],
-                                                       "evaluation.validation_protocol")
-        raw["evaluation"] = evaluation
-    reference = raw.get("reference")
-    if isinstance(reference, Mapping):
-        reference = dict(reference)
-        if "metrics" in reference:
-            reference["metrics"] = rename_keys(reference["metrics"], "reference.metrics")
-        if isinstance(reference.get("variants"), list):
-            reference["variants"] = [
-                {**v, "metrics": rename_keys(v["metrics"], f"reference.variants[{i}].metrics")}
-                if isinstance(v, Mapping) and "metrics" in v else v for i, v in enumerate(reference["variants"])]
-        raw["reference"] = reference
-    if found:
-        warnings.warn(f"{source}: the evaluation protocol 'seed' is now called 'all-items' "
-                      f"({', '.join(dict.fromkeys(found))}); 'seed' still works but will be removed.",
-                      ConfigDeprecationWarning, stacklevel=3)
-    return raw
 
 
 def _parse_model(raw: Any, errors: list[str]) -> ModelConfig:
@@ -495,7 +442,7 @@ def _check_reference(c: ExperimentConfig, errors: list[str]) -> None:
 
 
 __all__ = [
-    "BUILTIN_DATASETS", "ColumnsConfig", "ConfigDeprecationWarning", "DEPRECATED_PROTOCOLS", "DataConfig",
+    "BUILTIN_DATASETS", "ColumnsConfig", "DataConfig",
     "EvaluationConfig", "ExperimentConfig", "FeatureTableConfig", "FeaturesConfig", "ModelConfig",
     "OptimizerConfig", "OutputConfig", "PROTOCOLS", "RatingTaskConfig", "ReferenceConfig", "ReferenceVariant",
     "RetrievalTaskConfig", "SplitConfig", "TEST_METRICS", "TasksConfig", "TrainingConfig", "dump_config",

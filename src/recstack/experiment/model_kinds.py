@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -56,9 +56,6 @@ from ..core.errors import ConfigError
 from ..core.exclusions import Exclusions
 from ..core.registry import Registry
 from ..training.model import Model
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .config import TasksConfig
 
 
 @dataclass
@@ -100,7 +97,7 @@ class ModelContext:
     num_users: int
     num_items: int
     catalogue: torch.Tensor
-    tasks: "TasksConfig"
+    tasks: Any  # recstack.experiment.config.TasksConfig (the config imports this module, not the reverse)
     user_features: FeatureSpec = field(default_factory=FeatureSpec)
     item_features: FeatureSpec = field(default_factory=FeatureSpec)
     feature_tables: dict[str, dict[str, torch.Tensor]] | None = None
