@@ -89,7 +89,7 @@ def _d2l_setting() -> AutoRecConfig:
     """AutoRecConfig with the autorec config's model, optimizer and training settings."""
     c, m = _D2L_CONFIG, _D2L_CONFIG.model.params
     if c.optimizer.name != "adam":
-        raise SystemExit(f"configs/autorec.yaml uses optimizer {c.optimizer.name!r}; this study assumes adam")
+        raise SystemExit(f"the autorec config uses optimizer {c.optimizer.name!r}; this study assumes adam")
     return AutoRecConfig(based=m.based, hidden_sizes=tuple(m.hidden_sizes), encoder_activation=m.encoder_activation,
                          decoder_activation=m.decoder_activation, dropout=m.dropout, lr=c.optimizer.learning_rate,
                          weight_decay=c.optimizer.weight_decay, epochs=c.training.epochs,

@@ -51,10 +51,11 @@ def assert_same_weights(pairs: list[tuple[torch.Tensor, torch.Tensor]], initial:
         assert float((theirs.detach() - start).abs().max()) > 1e-3
 
 
-def train_config(name, synthetic_ml100k, tmp_path, monkeypatch, *overrides):
-    monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))
+def train_config(name, directory, tmp_path, monkeypatch, *options):
+    """``recstack train NAME --run-dir ... OPTIONS`` on the MovieLens files in ``directory``; the model."""
+    monkeypatch.setenv("RECSTACK_DATA_DIR", str(directory))
     run = tmp_path / name
-    assert main(["train", name, "--run-dir", str(run), *STEPS, *overrides]) == 0
+    assert main(["train", name, "--run-dir", str(run), *options]) == 0
     return load_run(run).model
 
 
@@ -90,7 +91,7 @@ def test_on_movielens_the_basic_retrieval_config_trains_the_tutorial_models_weig
 def test_multitask_config_trains_the_tutorial_models_weights(weights, synthetic_ml100k, tmp_path, monkeypatch,
                                                              one_thread):
     rating, retrieval = weights
-    config_model = train_config("multitask", synthetic_ml100k, tmp_path, monkeypatch,
+    config_model = train_config("multitask", synthetic_ml100k, tmp_path, monkeypatch, *STEPS,
                                 "--set", f"tasks.rating.weight={rating}", "--set", f"tasks.retrieval.weight={retrieval}")
     train, num_users, num_titles = tutorial_data(synthetic_ml100k, with_rating=True)
     torch.manual_seed(0)
