@@ -1,13 +1,15 @@
 """The shipped seed-experiment configs through `recstack train`, over several seeds.
 
-Each (config, seed) runs `recstack train configs/NAME.yaml --set seed=S [--set split.seed=S]`
-into a temporary run folder and keeps its test metrics; the JSON gathers mean and standard
-deviation next to the seed document's published number.
+Each (config, seed) runs `recstack train NAME --set seed=S [--set split.seed=S] [--set ...]` into a
+temporary run folder and keeps its test metrics; the JSON gathers, for every figure of the
+config's reference block (the variant that matches the --set options, if any), the values, their
+mean and standard deviation, and the published figure.
 
 Usage (real data needed):
     RECSTACK_DATA_DIR=... python benchmarks/cli_configs.py autorec --seeds 0 1 2 3 4 --vary-split
-    RECSTACK_DATA_DIR=... python benchmarks/cli_configs.py deep_retrieval --seeds 0
-Results are merged into benchmarks/results/cli_configs.json (one entry per config).
+    RECSTACK_DATA_DIR=... python benchmarks/cli_configs.py deep-retrieval --seeds 0
+    RECSTACK_DATA_DIR=... python benchmarks/cli_configs.py deep-retrieval --set model.layer_sizes=[32]
+Results are merged into benchmarks/results/cli_configs.json (one entry per config and --set options).
 """
 
 from __future__ import annotations
@@ -21,33 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from recstack.core.io import atomic_write_json
-from recstack.experiment.config import load_config
-from recstack.experiment.run import train
+from recstack.experiment.config_files import load_config, shipped_configs
+from recstack.experiment.reference import applicable_reference, compare
 from recstack.experiment.reporter import Reporter
+from recstack.experiment.run import train
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "cli_configs.json"
-#: What each config is compared with: (metric path in metrics.json, published value, source).
-PUBLISHED = {
-    "basic_retrieval": (("protocols", "seed", "factorized_top_k/top_100_categorical_accuracy"), 0.2324,
-                        "seed 002 (TFRS basic retrieval) test top-100"),
-    "deep_retrieval": (("protocols", "seed", "factorized_top_k/top_100_categorical_accuracy"), 0.29,
-                       "seed 000 (TFRS deep retrieval, layer_sizes [64, 32]) final top-100"),
-    "multitask": (("protocols", "seed", "factorized_top_k/top_100_categorical_accuracy"), 0.235,
-                  "seed 001 (TFRS multi-task, weights (1, 1)) top-100"),
-    "autorec": (("test", "root_mean_squared_error"), 0.895, "seed 004 (d2l AutoRec) test RMSE"),
-}
-
-
-def _get(metrics: dict[str, Any], path: tuple[str, ...]) -> float:
-    for key in path:
-        metrics = metrics[key]
-    return float(metrics)
+RESULTS = Path(__file__).resolve().parent / "results" / "cli_configs.json"
 
 
 def run(name: str, seed: int, vary_split: bool, overrides: list[str]) -> dict[str, Any]:
     sets = [f"seed={seed}", "output.plots=false", *overrides] + ([f"split.seed={seed}"] if vary_split else [])
-    config = load_config(ROOT / "configs" / f"{name}.yaml", sets)
+    config = load_config(name, sets)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = train(config, Reporter("quiet"), run_dir=Path(tmp) / "run")
@@ -55,25 +41,31 @@ def run(name: str, seed: int, vary_split: bool, overrides: list[str]) -> dict[st
 
 
 def main() -> None:
+    with_reference = [n for n in shipped_configs() if load_config(n).reference is not None]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", choices=sorted(PUBLISHED))
+    parser.add_argument("config", choices=with_reference)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--vary-split", action="store_true", help="also set split.seed to each seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    path, published, source = PUBLISHED[args.config]
+    reference = applicable_reference(load_config(args.config, args.overrides))
     runs = []
     for seed in args.seeds:
         runs.append(run(args.config, seed, args.vary_split, args.overrides))
-        print(f"{args.config} seed {seed}: {_get(runs[-1]['metrics'], path):.4f}", flush=True)
-    values = [_get(r["metrics"], path) for r in runs]
-    entry = {"metric": "/".join(path), "values": values, "mean": statistics.mean(values),
-             "sd": statistics.stdev(values) if len(values) > 1 else None, "published": published,
-             "published_source": source, "difference": statistics.mean(values) - published,
+        rows = compare(runs[-1]["metrics"], reference)
+        print(f"{args.config} seed {seed}: " + ", ".join(f"{r.metric} {r.result:.4f}" for r in rows), flush=True)
+    figures = {}
+    for key, published in reference.metrics.items():
+        values = [next(r.result for r in compare(run["metrics"], reference) if r.metric == key) for run in runs]
+        figures[key] = {"values": values, "mean": statistics.mean(values),
+                        "sd": statistics.stdev(values) if len(values) > 1 else None, "published": published,
+                        "difference": statistics.mean(values) - published}
+    entry = {"reference": figures, "published_source": reference.source, "published_label": reference.label,
              "vary_split": args.vary_split, "runs": runs}
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results[args.config if not args.overrides else f"{args.config} {' '.join(args.overrides)}"] = entry
-    atomic_write_json(RESULTS, results)
+    atomic_write_json(args.out, results)
     print(json.dumps({k: v for k, v in entry.items() if k != "runs"}, indent=2))
 
 

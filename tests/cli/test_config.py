@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from recstack.cli.main import main
+from recstack.core.errors import ConfigError
 from recstack.experiment.config import (
     ExperimentConfig,
     TrainingConfig,
-    apply_overrides,
     dump_config,
-    load_config,
     parse_config,
 )
-from recstack.cli.main import main
+from recstack.experiment.config_files import apply_overrides, load_config
+from recstack.experiment.deprecations import ConfigDeprecationWarning
 from recstack.experiment.model_kinds import TwoTowerParams
-from recstack.core.errors import ConfigError
+from recstack.experiment.reference import unreported_metrics
 
 from .conftest import BASE, merge
 
@@ -89,9 +91,9 @@ def test_missing_required_and_inconsistent_sections():
 def test_set_overrides_are_yaml_values_and_validated(write_config):
     path = write_config()
     config = load_config(path, ["training.epochs=7", "model.layer_sizes=[16, 8]",
-                                "tasks.retrieval.temperature=0.5", "evaluation.protocols=[seed]"])
+                                "tasks.retrieval.temperature=0.5", "evaluation.protocols=[all-items]"])
     assert config.training.epochs == 7 and config.model.params.layer_sizes == [16, 8]
-    assert config.tasks.retrieval.temperature == 0.5 and config.evaluation.protocols == ["seed"]
+    assert config.tasks.retrieval.temperature == 0.5 and config.evaluation.protocols == ["all-items"]
     with pytest.raises(ConfigError, match="training.epohcs: unknown key .*did you mean 'epochs'"):
         load_config(path, ["training.epohcs=3"])
     with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
@@ -157,3 +159,66 @@ def test_cli_exits_2_with_the_message_for_a_bad_config(write_config, capsys):
     assert main(["train", str(path), "--progress", "quiet"]) == 2
     err = capsys.readouterr().err
     assert "training.epocs: unknown key (did you mean 'epochs'?)" in err
+
+
+def test_the_old_protocol_name_seed_still_works_with_a_deprecation_warning(write_config, capsys):
+    raw = merge(BASE, {"evaluation": {"protocols": ["seed", "exclude-seen"], "validation_protocol": "seed"},
+                       "reference": {"source": "s", "metrics": {"seed/top_10_categorical_accuracy": 0.1}}})
+    with pytest.warns(ConfigDeprecationWarning, match="'seed' is now called 'all-items' \\(evaluation.protocols, "
+                      "evaluation.validation_protocol, reference.metrics.seed/top_10_categorical_accuracy\\)"):
+        config = parse_config(raw, source="cfg.yaml")
+    assert config.evaluation.protocols == ["all-items", "exclude-seen"]
+    assert config.evaluation.validation_protocol == "all-items"
+    assert config.reference.metrics == {"all-items/top_10_categorical_accuracy": 0.1}
+    assert "seed" not in dump_config(config).replace("seed: ", "")      # written back with the new name
+    # On the command line: one "warning:" line on stderr, and the run goes on.
+    path = write_config({"evaluation": {"protocols": ["seed"]}})
+    assert main(["train", str(path), "--run-dir", str(path.parent / "run"), "--progress", "quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "the evaluation protocol 'seed' is now called 'all-items'" in err
+    assert main(["evaluate", str(path.parent / "run"), "--protocol", "seed", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: --protocol seed is now called --protocol all-items" in captured.err
+    assert list(json.loads(captured.out)["protocols"]) == ["all-items"]
+
+
+def test_reference_blocks_are_validated():
+    good = {"source": "a paper", "metrics": {"all-items/top_10_categorical_accuracy": 0.2}}
+    assert parse_config(merge(BASE, {"reference": good})).reference.metrics == good["metrics"]
+    message = errors_of(merge(BASE, {"reference": {"metrics": {"test/root_mean_squared_error": "high"}}}))
+    assert "reference.source: missing required key" in message
+    assert "reference.metrics.test/root_mean_squared_error: expected a number, got 'high' (str)" in message
+    message = errors_of(merge(BASE, {"reference": {"source": "s", "metrics": {
+        "seen/mrr": 0.2, "all-items/ndcg": 0.3, "test/rmse": 1.0}}}))
+    assert "reference.metrics.seen/mrr: a reference metric is PROTOCOL/METRIC" in message
+    assert "reference.metrics.all-items/ndcg: 'ndcg' is not a metric the runs report" in message
+    assert "reference.metrics.test/rmse: the test metrics are root_mean_squared_error, loss" in message
+
+
+def test_reference_metrics_the_run_does_not_report_are_found():
+    """A --set may change what a run evaluates (the comparison then shows "-"), so this is not a parse
+    error; the shipped configs are held to it (test_configs_and_demo)."""
+    config = parse_config(merge(BASE, {"evaluation": {"protocols": ["exclude-seen"]}, "reference": {
+        "source": "s", "metrics": {"all-items/mrr": 0.2, "exclude-seen/top_7_categorical_accuracy": 0.1,
+                                   "test/root_mean_squared_error": 1.0},
+        "variants": [{"when": {"tasks.rating.weight": 1.0}, "metrics": {"test/root_mean_squared_error": 1.0}}]}}))
+    problems = unreported_metrics(config)
+    assert problems == [
+        "reference.metrics.all-items/mrr: protocol 'all-items' is not evaluated (evaluation.protocols: "
+        "['exclude-seen'])",
+        "reference.metrics.exclude-seen/top_7_categorical_accuracy: K = 7 is not in evaluation.ks = [1, 5, 10]",
+        "reference.metrics.test/root_mean_squared_error: the run reports test/root_mean_squared_error and test/loss "
+        "only for rating models (model kind autorec, or tasks.rating.weight > 0)"]     # the variant's RMSE is fine
+
+
+def test_reference_variants_are_valid_settings():
+    def variant(when):
+        return merge(BASE, {"reference": {"source": "s", "variants": [
+            {"when": when, "metrics": {"all-items/mrr": 0.1}}]}})
+
+    assert parse_config(variant({"model.layer_sizes": [8]})).reference.variants[0].when == {"model.layer_sizes": [8]}
+    assert "reference.variants[0].when: model.layer_size: not a setting of the config (did you mean " \
+           "'layer_sizes'?)" in errors_of(variant({"model.layer_size": [8]}))
+    assert "model.layer_sizes: expected a list of an integer, got 'wide' (str)" in \
+        errors_of(variant({"model.layer_sizes": "wide"}))
+    assert "reference.variants[0].when: list the settings of this variant" in errors_of(variant({}))

@@ -1,86 +1,128 @@
-"""The shipped configs/ and the demo, on synthetic MovieLens files (real data: marked real_data)."""
+"""The configs shipped with recstack (by name) and the demo, on synthetic MovieLens files."""
 
 from __future__ import annotations
 
 import json
-import os
+import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
-import torch
+import yaml
 
 from recstack.cli import demo
-from recstack.experiment.config import load_config
 from recstack.cli.main import main
+from recstack.core.errors import ConfigError
+from recstack.experiment.config_files import load_config, shipped_configs
+from recstack.experiment.reference import unreported_metrics
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-MOVIELENS_CONFIGS = ["basic_retrieval.yaml", "deep_retrieval.yaml", "multitask.yaml", "movielens_best.yaml",
-                     "popularity.yaml", "ease.yaml"]
+from .conftest import make_items, make_ratings
+
+MOVIELENS_CONFIGS = ["basic-retrieval", "deep-retrieval", "multitask", "movielens-best", "popularity", "ease"]
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
-def test_every_shipped_config_is_valid():
-    names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
-    assert set(MOVIELENS_CONFIGS) <= set(names)
-    for name in names:
-        load_config(CONFIGS / name)
+def test_every_shipped_config_is_valid_and_named_after_its_file():
+    configs = shipped_configs()
+    assert set(MOVIELENS_CONFIGS) | {"autorec", "my-ratings"} <= set(configs)
+    for name, shipped in configs.items():
+        config = load_config(name)
+        assert config.name == name and shipped.file.name == name.replace("-", "_") + ".yaml"
+        assert config.description and config.description == shipped.description()
+        assert unreported_metrics(config) == []     # every published figure is one its run reports
+
+
+def test_the_configs_are_package_data_of_the_wheel():
+    """pyproject.toml ships recstack/configs/*.yaml, which importlib.resources finds in the package."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    package_data = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]
+    assert "configs/*.yaml" in package_data["recstack"]
+    folder = resources.files("recstack").joinpath("configs")
+    assert {entry.name for entry in folder.iterdir() if entry.name.endswith(".yaml")} == \
+        {shipped.file.name for shipped in shipped_configs().values()}
+
+
+def test_configs_lists_one_line_per_config_and_prints_one(capsys):
+    assert main(["configs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(shipped_configs())
+    basic = next(line for line in lines if line.startswith("basic-retrieval "))
+    assert "TFRS" in basic and "retrieval" in basic
+    assert main(["configs", "my_ratings"]) == 0          # underscores work too
+    assert yaml.safe_load(capsys.readouterr().out)["name"] == "my-ratings"
+    assert main(["configs", "basic-retreival"]) == 2
+    assert "did you mean 'basic-retrieval'" in capsys.readouterr().err
+
+
+def test_a_name_is_a_shipped_config_and_a_path_is_a_file(tmp_path, monkeypatch):
+    assert load_config("basic-retrieval").training.batch_size == 8192
+    raw = yaml.safe_load(shipped_configs()["basic-retrieval"].text())
+    local = tmp_path / "basic-retrieval.yaml"
+    local.write_text(yaml.safe_dump({**raw, "training": {"epochs": 1}}))
+    assert load_config(local).training.epochs == 1            # a path is read as a file, as always
+    with pytest.raises(ConfigError, match="config file .*missing.yml does not exist"):
+        load_config(tmp_path / "missing.yml")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "basic-retrieval").write_text("name: x\n")
+    with pytest.raises(ConfigError, match="unknown config format ''"):
+        load_config("basic-retrieval")                        # an existing file wins over the shipped name
+
+
+def test_a_shipped_template_reads_its_files_from_the_working_directory(tmp_path, monkeypatch, capsys):
+    make_ratings().to_csv(tmp_path / "ratings.csv", index=False)
+    make_items().rename(columns={"genre": "genres"}).to_csv(tmp_path / "movies.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "my-ratings", "--run-dir", "run", "--progress", "quiet", "--set", "training.epochs=1",
+                 "--set", "output.plots=false"]) == 0, capsys.readouterr().err
+    data = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert {Path(f["path"]).name for f in data["files"]} == {"ratings.csv", "movies.csv"}
 
 
 @pytest.mark.parametrize("name", MOVIELENS_CONFIGS)
 def test_recstack_train_runs_each_movielens_config(name, synthetic_ml100k, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))
     run = tmp_path / "run"
-    code = main(["train", str(CONFIGS / name), "--run-dir", str(run), "--progress", "quiet",
+    code = main(["train", name, "--run-dir", str(run), "--progress", "quiet",
                  "--set", "training.epochs=1", "--set", "training.batch_size=512", "--set", "output.plots=false"])
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics["protocols"]) == {"seed", "exclude-seen"}
+    assert set(metrics["protocols"]) == {"all-items", "exclude-seen"}
     # 45 synthetic movies < 100: every positive is within the top 100.
-    assert metrics["protocols"]["seed"]["factorized_top_k/top_100_categorical_accuracy"] == pytest.approx(1.0)
+    assert metrics["protocols"]["all-items"]["factorized_top_k/top_100_categorical_accuracy"] == pytest.approx(1.0)
 
 
 def test_recstack_train_runs_the_autorec_config(synthetic_ml100k, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))
     run = tmp_path / "run"
-    code = main(["train", str(CONFIGS / "autorec.yaml"), "--run-dir", str(run), "--progress", "quiet",
+    code = main(["train", "autorec", "--run-dir", str(run), "--progress", "quiet",
                  "--set", "training.epochs=2", "--set", "model.hidden_sizes=[32]", "--set", "output.plots=false"])
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 < metrics["test"]["root_mean_squared_error"] < 4
     assert set(metrics["protocols"]) == {"exclude-seen"}
-
-
-def test_demo_quick_prints_the_comparison_and_recommendations(synthetic_ml100k, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))  # restored after the test
-    assert demo.main(["--data-dir", str(synthetic_ml100k), "--runs-dir", str(tmp_path / "runs"),
-                      "--progress", "quiet", "--quick"]) == 0
-    out = capsys.readouterr().out
-    assert "basic retrieval (seed 002)" in out and "best recstack config" in out and "popularity" in out
-    assert "recall@10*" in out and "Top 5 new recommendations for user 42" in out
-    runs = sorted(p.name.rsplit("-", 2)[0] for p in (tmp_path / "runs").iterdir())
-    assert runs == ["basic-retrieval", "ease", "movielens-best", "popularity"]
-
-
-@pytest.mark.real_data
-def test_train_basic_retrieval_config_matches_the_reproduction_exactly(tmp_path):
-    """`recstack train configs/basic_retrieval.yaml` trains the very weights of recstack.reproduce."""
-    if not os.environ.get("RECSTACK_DATA_DIR"):
-        pytest.skip("set RECSTACK_DATA_DIR to a MovieLens 100K folder")
-    from recstack.experiment.run import load_run
-    from recstack.datasets import load_movielens_100k
-    from recstack.reproduce import basic_retrieval
-
-    run = tmp_path / "run"
-    assert main(["train", str(CONFIGS / "basic_retrieval.yaml"), "--run-dir", str(run), "--progress", "quiet",
-                 "--set", "training.epochs=1", "--set", "evaluation.protocols=[seed]"]) == 0
-    reference = basic_retrieval(load_movielens_100k(), seed=0, epochs=1, verbose=False)
-    model = load_run(run).model
-    assert torch.equal(model.query_tower.id_embedding.weight, reference.model.query_tower.weight)
-    assert torch.equal(model.candidate_tower.id_embedding.weight, reference.model.candidate_tower.weight)
+    assert "test/root_mean_squared_error" in capsys.readouterr().out     # beside d2l's figure
 
 
 def test_multitask_config_reports_rating_rmse(synthetic_ml100k, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))
     run = tmp_path / "run"
-    assert main(["train", str(CONFIGS / "multitask.yaml"), "--run-dir", str(run), "--progress", "quiet",
+    assert main(["train", "multitask", "--run-dir", str(run), "--progress", "quiet",
                  "--set", "training.epochs=1", "--set", "training.batch_size=512", "--set", "output.plots=false"]) == 0
     assert "rating RMSE" in capsys.readouterr().out
+
+
+def test_demo_quick_prints_the_comparison_and_recommendations(synthetic_ml100k, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))  # restored after the test
+    monkeypatch.chdir(tmp_path)                                     # the configs come from the package
+    assert demo.main(["--data-dir", str(synthetic_ml100k), "--runs-dir", str(tmp_path / "runs"),
+                      "--progress", "quiet", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "basic retrieval (seed 002)" in out and "best recstack config" in out and "popularity" in out
+    assert "recall@10*" in out and "Top 5 new recommendations for user 42" in out
+    header = next(line for line in out.splitlines() if line.startswith("model "))
+    assert header.split() == ["model", "top-10", "top-100", "recall@10*", "ndcg@10*", "mrr*", "train", "s"]
+    runs = sorted(p.name.rsplit("-", 2)[0] for p in (tmp_path / "runs").iterdir())
+    assert runs == ["basic-retrieval", "ease", "movielens-best", "popularity"]

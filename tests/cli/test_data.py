@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recstack.experiment.config import load_config
-from recstack.experiment.run import prepare
-from recstack.experiment.data import describe_table
+from recstack.experiment.config_files import load_config
+from recstack.experiment.prepare import prepare
+from recstack.experiment.tables import describe_table
 from recstack.cli.main import main
 from recstack.experiment.reporter import Reporter
 from recstack.core.errors import DataError

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recstack.experiment.run import load_run
+from recstack.experiment.saved_run import load_run
 from recstack.cli.main import main
 
 from .conftest import make_items, make_ratings
@@ -45,7 +45,7 @@ def test_csv_train_evaluate_recommend(workdir, write_config, capsys):
     for protocol, values in json.loads(out)["protocols"].items():
         assert values == pytest.approx(metrics["protocols"][protocol])
 
-    # The seed protocol, recomputed by hand from the saved weights (plain numpy):
+    # The all-items protocol, recomputed by hand from the saved weights (plain numpy):
     # rank = #catalogue items scoring strictly above the test item.
     state = torch.load(run / "model.pt", weights_only=True)
     users_w = state["query_tower.id_embedding.weight"].numpy().astype(np.float64)
@@ -56,7 +56,7 @@ def test_csv_train_evaluate_recommend(workdir, write_config, capsys):
     positive = (users_w[u] * items_w[i]).sum(1)
     ranks = (scores > positive[:, None] + 1e-6).sum(1)
     for k in (1, 5, 10):
-        assert metrics["protocols"]["seed"][f"factorized_top_k/top_{k}_categorical_accuracy"] == \
+        assert metrics["protocols"]["all-items"][f"factorized_top_k/top_{k}_categorical_accuracy"] == \
             pytest.approx(float((ranks < k).mean()), abs=1.5 / len(u))
 
     # recommend: highest dot products, seen items left out (checked against the CSV's training rows).
@@ -175,13 +175,13 @@ def test_run_dir_errors(workdir, write_config, capsys):
     code, _, err = run_cli(["evaluate", workdir / "nothing"], capsys)
     assert code == 1 and "does not exist" in err
     code, _, err = run_cli(["train"], capsys)
-    assert code == 2 and "train needs a CONFIG file" in err
+    assert code == 2 and "train needs a CONFIG (a shipped config's name" in err
     code, _, err = run_cli(["train", "--resume", run, "--set", "training.epochs=3"], capsys)
     assert code == 2 and "--resume RUN_DIR continues a run with its own config" in err
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["recommend"], ["similar"], ["export"],
-                                     ["serve"], ["reproduce"], ["data"], ["data", "fetch"], ["data", "info"]])
+                                     ["serve"], ["reproduce"], ["configs"], ["data"], ["data", "fetch"], ["data", "info"]])
 def test_every_command_has_help(command, capsys):
     assert main([*command, "--help"]) == 0
     out = capsys.readouterr().out
@@ -194,7 +194,10 @@ def test_usage_errors_exit_2(capsys):
     assert main(["recommend", "somewhere", "--user", "1", "-k", "0"]) == 2
     assert "expected a positive integer" in capsys.readouterr().err
     assert main(["reproduce", "basic-retreival"]) == 2
-    assert "unknown reproduction 'basic-retreival' (did you mean 'basic-retrieval'?)" in capsys.readouterr().err
+    assert "no config file and no shipped config named 'basic-retreival' (did you mean 'basic-retrieval'?)" in \
+        capsys.readouterr().err
+    assert main(["evaluate", "somewhere", "--protocol", "all"]) == 2
+    assert "invalid choice: 'all' (choose from all-items, exclude-seen)" in capsys.readouterr().err
 
 
 def test_export_and_serve_fail_clearly_without_serving(workdir, write_config, capsys, monkeypatch):
@@ -243,16 +246,6 @@ def test_tensorboard_is_optional(workdir, write_config, capsys):
         assert "TensorBoard logging skipped" in out and "pip install tensorboard" in out
     else:
         assert any((run / "tensorboard").iterdir())
-
-
-def test_reproduce_basic_retrieval_writes_its_metrics(synthetic_ml100k, tmp_path, capsys):
-    out_file = tmp_path / "repro.json"
-    assert main(["reproduce", "basic-retrieval", "--data-dir", str(synthetic_ml100k), "--progress", "quiet",
-                 "--output", str(out_file)]) == 0
-    out = capsys.readouterr().out
-    assert "top-100 accuracy" in out and "Top 5 recommendations for user 42" in out
-    saved = json.loads(out_file.read_text())
-    assert saved["name"] == "basic-retrieval" and saved["metrics"]["factorized_top_k/top_100_categorical_accuracy"] == 1.0
 
 
 def test_data_fetch_reports_where_the_data_is(synthetic_ml100k, monkeypatch, capsys):

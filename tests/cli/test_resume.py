@@ -79,7 +79,7 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted_run(workdir, writ
     a = json.loads((straight / "metrics.json").read_text())
     b = json.loads((killed / "metrics.json").read_text())
     assert a["epochs"] == b["epochs"] == 6
-    for protocol in ("seed", "exclude-seen"):
+    for protocol in ("all-items", "exclude-seen"):
         assert b["protocols"][protocol] == pytest.approx(a["protocols"][protocol], rel=1e-6, abs=1e-9)
     assert b["test"]["root_mean_squared_error"] == pytest.approx(a["test"]["root_mean_squared_error"], rel=1e-6)
     ha, hb = _history(straight), _history(killed)
@@ -103,7 +103,7 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted_run(workdir, writ
         assert proc.returncode == 0, proc.stderr
         c = json.loads((killed_copy / "metrics.json").read_text())
         assert c["epochs"] == 6 and c["processes"] == 2
-        for protocol in ("seed", "exclude-seen"):
+        for protocol in ("all-items", "exclude-seen"):
             assert c["protocols"][protocol] == pytest.approx(a["protocols"][protocol], rel=1e-4, abs=1e-6)
 
 
@@ -141,4 +141,4 @@ def test_resume_of_an_unfinished_run_from_its_last_checkpoint(workdir, write_con
     (run / "status.json").write_text(json.dumps({"state": "running"}))
     assert main(["train", "--resume", str(run), "--progress", "quiet"]) == 0
     again = json.loads((run / "metrics.json").read_text())
-    assert again["protocols"]["seed"] == pytest.approx(original["protocols"]["seed"], rel=1e-6)
+    assert again["protocols"]["all-items"] == pytest.approx(original["protocols"]["all-items"], rel=1e-6)

@@ -73,6 +73,6 @@ def test_recstack_train_with_sampled_negatives(workdir, write_config):
                                                  "logq_correction": True}}})
     assert main(["train", str(path), "--run-dir", str(workdir / "run"), "--progress", "quiet"]) == 0
     metrics = json.loads((workdir / "run" / "metrics.json").read_text())
-    assert 0 <= metrics["protocols"]["seed"]["factorized_top_k/top_10_categorical_accuracy"] <= 1
+    assert 0 <= metrics["protocols"]["all-items"]["factorized_top_k/top_10_categorical_accuracy"] <= 1
     state = torch.load(workdir / "run" / "model.pt", weights_only=True)
     assert float(state["negative_probability"].sum()) == pytest.approx(1.0)

@@ -9,9 +9,10 @@ import torch
 
 import recstack
 from recstack import Columns
+from recstack.experiment.config import RatingTaskConfig, RetrievalTaskConfig, TasksConfig
+from recstack.experiment.model_kinds import MODEL_KINDS, ModelContext, TwoTowerParams
 from recstack.layers import Embedding
 from recstack.metrics import FactorizedTopK
-from recstack.models.multitask import MultiTaskModel
 from recstack.models.two_tower import TwoTowerRetrieval
 from recstack.tasks import Retrieval
 
@@ -21,7 +22,8 @@ SETTINGS = [
     ("plain-mean-temperature-l2", {"reduction": "mean", "temperature": 0.5}, False, 1e-3, False),
     ("sparse-gradients", {}, True, 0.0, True),
 ]
-#: The tutorial's joint rating + retrieval model (its rating MSE is a mean over the batch).
+#: The multi-task tutorial's joint rating + retrieval model as the config path builds it (model kind
+#: two_tower with a rating task; its rating MSE is a mean over the batch).
 MULTITASK = "multitask"
 SETTING_NAMES = [s[0] for s in SETTINGS] + [MULTITASK]
 
@@ -44,11 +46,13 @@ def build(options: dict, dedup: bool, l2: float, sparse: bool) -> TwoTowerRetrie
                              deduplicate_candidates=dedup)
 
 
-def build_multitask() -> MultiTaskModel:
+def build_multitask() -> recstack.Model:
+    """What `recstack train` builds for a config with a rating task (the multitask config's model)."""
+    tasks = TasksConfig(retrieval=RetrievalTaskConfig(weight=0.5), rating=RatingTaskConfig(weight=1.0))
+    ctx = ModelContext(num_users=20, num_items=15, catalogue=torch.arange(15), tasks=tasks, ks=(1, 5),
+                       has_rating=True, train_metrics=True)
     torch.manual_seed(0)
-    return MultiTaskModel(20, 15, torch.arange(15), rating_weight=1.0, retrieval_weight=0.5, embedding_dim=8,
-                          rating_layers=(16, 1), user_column="user", item_column="item", rating_column="rating",
-                          ks=(1, 5))
+    return MODEL_KINDS.get("two_tower").builder(ctx, TwoTowerParams(embedding_dim=8, rating_layer_sizes=[16]))
 
 
 def train_all(epochs: int = 2, global_batch: int = 64) -> dict[str, dict]:

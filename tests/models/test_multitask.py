@@ -1,4 +1,5 @@
-"""MultiTaskModel: the weighted loss equals a hand computation of both task losses."""
+"""The multi-task tutorial oracle (tests/tutorial_models.py): its loss is the weighted sum of both
+task losses, computed independently in numpy (the oracle is only as good as this check)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,24 @@ import numpy as np
 import pytest
 import torch
 
-from recstack.core.errors import ConfigError, NotFittedError
-from recstack.features import StringLookup
-from recstack.models.multitask import MultiTaskModel
 from recstack.training.optimizers import Adagrad
+from tutorial_models import MultiTaskModel
 
 
-def make_model(rating_weight: float, retrieval_weight: float, **kwargs) -> MultiTaskModel:
+def make_model(rating_weight: float, retrieval_weight: float) -> MultiTaskModel:
     torch.manual_seed(0)
-    return MultiTaskModel(5, 6, torch.tensor([1, 2, 3, 4, 5, 5]), rating_weight, retrieval_weight,
-                          embedding_dim=4, rating_layers=(8, 3, 1), **kwargs)
+    return MultiTaskModel(5, 6, torch.tensor([1, 2, 3, 4, 5]), rating_weight, retrieval_weight,
+                          embedding_dim=4, rating_layers=(8, 3, 1))
 
 
-BATCH = {"user_id": torch.tensor([1, 2, 3, 1]), "title_id": torch.tensor([2, 5, 1, 4]),
+BATCH = {"user_id": torch.tensor([1, 2, 3, 1]), "movie_title": torch.tensor([2, 5, 1, 4]),
          "user_rating": torch.tensor([4.0, 3.0, 5.0, 1.0])}
 
 
 def numpy_losses(model: MultiTaskModel) -> tuple[float, float]:
     """MSE of the rating head and the summed in-batch softmax CE, in float64 numpy."""
     users = model.user_model.weight.detach().double().numpy()[BATCH["user_id"].numpy()]
-    movies = model.movie_model.weight.detach().double().numpy()[BATCH["title_id"].numpy()]
+    movies = model.movie_model.weight.detach().double().numpy()[BATCH["movie_title"].numpy()]
     h = np.concatenate([users, movies], axis=1)
     layers = list(model.rating_model)
     for i, layer in enumerate(layers):
@@ -62,23 +61,9 @@ def test_zero_retrieval_weight_leaves_only_rating_gradients() -> None:
         torch.testing.assert_close(got, want)
 
 
-def test_fit_evaluate_and_predict() -> None:
-    users = StringLookup().fit(["a", "b", "c", "d"])
-    titles = StringLookup().fit(["x", "y", "z", "w", "v"])
-    model = make_model(1.0, 1.0, user_lookup=users, item_lookup=titles)
+def test_fit_and_evaluate_report_both_tasks() -> None:
+    model = make_model(1.0, 1.0)
     history = model.fit(BATCH, epochs=2, batch_size=2, optimizer=lambda p: Adagrad(p, lr=0.1), verbose=False)
     assert len(history) == 2 and "root_mean_squared_error" in history.history
     metrics = model.evaluate(BATCH)
     assert {"root_mean_squared_error", "factorized_top_k/top_100_categorical_accuracy", "loss"} <= set(metrics)
-    u, m, r = model.predict(["a", "unknown"], ["x", "y"])
-    assert u.shape == (2, 4) and m.shape == (2, 4) and r.shape == (2, 1)
-    torch.testing.assert_close(u[1], model.user_model.weight[0].detach())  # OOV row
-    expected = model(users(["a", "unknown"]), titles(["x", "y"]))[2]
-    torch.testing.assert_close(r, expected.detach())
-
-
-def test_errors() -> None:
-    with pytest.raises(ConfigError, match="end with 1"):
-        MultiTaskModel(3, 3, torch.arange(3), rating_layers=(8, 2))
-    with pytest.raises(NotFittedError, match="from_features"):
-        make_model(1.0, 1.0).predict(["a"], ["x"])

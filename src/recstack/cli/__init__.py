@@ -1,16 +1,18 @@
-"""The ``recstack`` command line and the config-driven experiment code behind it.
+"""The ``recstack`` command line: argument parsing, commands and output formatting only.
 
 ``recstack.cli.main.main(argv) -> exit code`` is the entry point (console script
-``recstack``, or ``python -m recstack``). The pieces, usable from Python too:
+``recstack``, or ``python -m recstack``); :mod:`~recstack.cli.commands` holds the
+subcommands, :mod:`~recstack.cli.output` the text tables and :mod:`~recstack.cli.demo`
+``make demo``. The experiment code behind them is :mod:`recstack.experiment`:
 
-* :mod:`~recstack.experiment.config`: typed experiment configs (YAML/TOML/JSON) and their validation;
-* :mod:`~recstack.experiment.data`: reading, validating, splitting and encoding any interaction data;
+* :mod:`~recstack.experiment.config`: the config schema (typed dataclasses) and its validation;
+* :mod:`~recstack.experiment.config_files`: reading config files, ``--set``, the shipped configs;
+* :mod:`~recstack.experiment.tables`, :mod:`~recstack.experiment.interactions`,
+  :mod:`~recstack.experiment.preprocessing`: reading, validating, splitting and encoding data;
 * :mod:`~recstack.experiment.model_kinds`: the ``model.kind`` registry (``register_model_kind``);
-* :mod:`~recstack.models.feature_tower`: feature-aware towers and the generic two-tower model;
-* :mod:`~recstack.experiment.run`: train / resume / evaluate / recommend;
-* :mod:`~recstack.experiment.run_dir`: the run-folder layout, checkpoints, plots;
-* :mod:`~recstack.cli.reproductions`: ``recstack reproduce NAME`` registry;
-* :mod:`~recstack.cli.demo`: ``make demo``.
+* :mod:`~recstack.experiment.run`: train / resume; :mod:`~recstack.experiment.saved_run`:
+  evaluate / recommend / similar from a run folder (:mod:`~recstack.experiment.run_dir`);
+* :mod:`~recstack.experiment.reference`: a run's result beside its config's published figures.
 """
 
 from .main import main

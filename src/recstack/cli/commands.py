@@ -18,15 +18,16 @@ METRIC_COLUMNS = ("top_1_categorical_accuracy", "top_10_categorical_accuracy", "
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..core import distributed
-    from ..experiment.config import load_config
-    from ..experiment.run import resume, train
     from ..core.errors import UsageError
+    from ..experiment.config_files import load_config
+    from ..experiment.run import resume, train
 
     if args.resume and (args.config or args.overrides or args.run_dir):
         raise UsageError("--resume RUN_DIR continues a run with its own config: do not also give CONFIG, "
                          "--set or --run-dir.")
     if not args.resume and not args.config:
-        raise UsageError("train needs a CONFIG file (or --resume RUN_DIR); see recstack train --help.")
+        raise UsageError("train needs a CONFIG (a shipped config's name, e.g. basic-retrieval, or a file), or "
+                         "--resume RUN_DIR; see recstack train --help and recstack configs.")
     if args.nproc > 1 and distributed.world_size() == 1 and "WORLD_SIZE" not in os.environ:
         return _launch_processes(args)
     in_group = distributed.init_from_env()
@@ -45,7 +46,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         if in_group:
             distributed.shutdown()
     if distributed.is_main_process():
-        _report_metrics(reporter, result.metrics, str(result.run_dir))
+        written = load_config(args.config) if args.overrides and not args.resume else None
+        _report_metrics(reporter, result.metrics, str(result.run_dir), result.config, written)
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``recstack reproduce NAME``: ``recstack train NAME`` for a shipped config with a reference block."""
+    from ..experiment.config_files import load_config, shipped_config
+
+    name = shipped_config(args.name).name
+    if load_config(name).reference is None:
+        raise ConfigError(f"the shipped config {name!r} has no reference block (no published figures to compare "
+                          f"with); train it with recstack train {name}.")
+    args.config, args.resume = name, None
+    return cmd_train(args)
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    """``recstack configs``: one line per shipped config; ``recstack configs NAME``: its file."""
+    from ..experiment.config_files import shipped_config, shipped_configs
+
+    if args.name:
+        print(shipped_config(args.name).text(), end="")
+        return 0
+    configs = shipped_configs()
+    width = max(len(name) for name in configs)
+    for name, config in configs.items():
+        print(f"{name:<{width}}  {config.description()}")
     return 0
 
 
@@ -55,8 +83,8 @@ def _launch_processes(args: argparse.Namespace) -> int:
     import subprocess
     import sys
 
-    from ..experiment.config import load_config
-    from ..experiment.model_kinds import get_model_kind
+    from ..experiment.config_files import load_config
+    from ..experiment.model_kinds import MODEL_KINDS
     from ..experiment.run_dir import default_run_dir
 
     argv = [a for a in args.argv[1:]]
@@ -64,7 +92,7 @@ def _launch_processes(args: argparse.Namespace) -> int:
         run_dir = args.resume
     else:
         config = load_config(args.config, args.overrides)
-        if not get_model_kind(config.model.kind).gradient_trained:
+        if not MODEL_KINDS.get(config.model.kind).gradient_trained:
             raise ConfigError(f"model kind {config.model.kind!r} is fitted in closed form; --nproc applies to "
                               "gradient-trained kinds only.")
         run_dir = args.run_dir or str(default_run_dir(config.output.runs_dir, config.name))
@@ -91,7 +119,9 @@ def _without_option(argv: list[str], option: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..experiment.run import evaluate_run, load_run, wants_test_loss
+    from ..experiment.config import wants_test_loss
+    from ..experiment.evaluation import evaluate_run
+    from ..experiment.saved_run import load_run
 
     loaded = load_run(args.run_dir)
     if not loaded.run.test.exists():
@@ -102,12 +132,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(clean_json(metrics), indent=2))
     else:
-        _report_metrics(Reporter("quiet"), metrics, str(loaded.run.root))
+        _report_metrics(Reporter("quiet"), metrics, str(loaded.run.root), loaded.config)
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from ..experiment.run import load_run, recommend
+    from ..experiment.saved_run import load_run, recommend
 
     loaded = load_run(args.run_dir)
     result = recommend(loaded, args.user, args.k, args.exclude_seen)
@@ -124,7 +154,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    from ..experiment.run import load_run, similar
+    from ..experiment.saved_run import load_run, similar
 
     result = similar(load_run(args.run_dir), args.item, args.k)
     if args.format == "json":
@@ -136,7 +166,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..experiment.run import load_run
+    from ..experiment.saved_run import load_run
 
     serving = _serving("export")
     loaded = load_run(args.run_dir)
@@ -160,36 +190,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproductions import ReproduceOptions, get_reproduction
-
-    reproduction = get_reproduction(args.name)
-    extra = _parse_overrides(getattr(args, "overrides", []))
-    result = reproduction.run(ReproduceOptions(data_dir=args.data_dir, seed=args.seed, progress=args.progress,
-                                               extra=extra))
-    reporter = Reporter(args.progress)
-    reporter.result(result.text, {"name": args.name, "metrics": result.metrics, **result.details})
-    if args.output:
-        from ..experiment.run_dir import write_json
-
-        write_json(Path(args.output), clean_json({"name": args.name, "seed": args.seed, "metrics": result.metrics,
-                                                  **result.details}))
-    return 0
-
-
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["epochs=5", "layer_sizes=[64,32]"]`` -> {"epochs": 5, "layer_sizes": [64, 32]} (values in YAML)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE; got {item!r}.")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from ..datasets import load_movielens_100k
 
@@ -200,7 +200,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from ..experiment.data import describe_table
+    from ..experiment.tables import describe_table
 
     columns = {role: getattr(args, role) for role in ("user", "item", "rating", "timestamp") if getattr(args, role)}
     info = describe_table(args.path, columns, args.sep)
@@ -288,7 +288,10 @@ def _items_table(items: list[dict[str, Any]]) -> str:
     return format_table(header, rows)
 
 
-def _report_metrics(reporter: Reporter, metrics: dict[str, Any], run_dir: str) -> None:
+def _report_metrics(reporter: Reporter, metrics: dict[str, Any], run_dir: str, config: Any = None,
+                    written: Any = None) -> None:
+    """The test metrics table, then (when the config has a reference block) the published figures
+    beside the run's values; ``written`` is the config before ``--set`` overrides, if any."""
     rows = []
     for protocol, values in metrics.get("protocols", {}).items():
         rows.append([protocol, *(values.get(f"factorized_top_k/{c}") for c in METRIC_COLUMNS)])
@@ -299,4 +302,33 @@ def _report_metrics(reporter: Reporter, metrics: dict[str, Any], run_dir: str) -
         text += f"\nrating RMSE: {test['root_mean_squared_error']:.4f}"
     if "loss" in test:
         text += f"\ntest loss: {test['loss']:.4f}"
-    reporter.result(text, {"run_dir": run_dir, **clean_json(metrics)})
+    data: dict[str, Any] = {"run_dir": run_dir, **clean_json(metrics)}
+    reference = _reference_text(metrics, config, written, data) if config is not None else ""
+    reporter.result(text + reference, data)
+
+
+def _reference_text(metrics: dict[str, Any], config: Any, written: Any, data: dict[str, Any]) -> str:
+    from ..experiment.reference import applicable_reference, compare
+
+    applied = applicable_reference(config, written)
+    if applied is None:
+        return ""
+    rows = compare(metrics, applied)
+    label = f" ({applied.label})" if applied.label else ""
+    lines = [f"\n\nPublished{label}: {applied.source}",
+             format_table(["metric", "recstack", "published", "difference"],
+                          [[r.metric, r.result, _figure(r.reference), r.difference] for r in rows])]
+    if applied.note:
+        lines.append(f"note: {applied.note}")
+    if applied.differs_in:
+        lines.append(f"note: this run changes {', '.join(applied.differs_in)} (--set); the published figures are "
+                     "for the setting as written.")
+    data["reference"] = {"source": applied.source, "label": applied.label, "differs_in": applied.differs_in,
+                         "metrics": {r.metric: {"recstack": r.result, "published": r.reference} for r in rows}}
+    return "\n".join(lines)
+
+
+def _figure(value: float) -> str:
+    """A published figure with the digits it was published with (0.00012 stays 0.00012 instead of 0.0001);
+    long reprs (1/3) get 4 decimals like the other columns."""
+    return f"{value:.4f}" if len(repr(value)) > 8 else repr(value)

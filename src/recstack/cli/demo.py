@@ -2,16 +2,16 @@
 
 1. Finds MovieLens 100K (``--data-dir``, ``$RECSTACK_DATA_DIR``, the cache, or a
    checksum-verified download).
-2. Trains the seed experiment (configs/basic_retrieval.yaml, the TFRS retrieval
-   tutorial) and the best recstack configuration (configs/movielens_best.yaml,
-   overridden by ``recstack.models.presets.best_retrieval_config()`` when that is
-   available), plus the popularity and EASE baselines.
-3. Evaluates every model under both protocols ("seed": TFRS top-k accuracy over the
+2. Trains four shipped configs, by name, exactly as ``recstack train NAME`` does:
+   ``basic-retrieval`` (the TFRS retrieval tutorial), ``movielens-best`` (the tuned
+   recstack model), and the ``popularity`` and ``ease`` baselines.
+3. Evaluates every model under both protocols ("all-items": TFRS top-k accuracy over the
    catalogue; "exclude-seen": per-user recall/NDCG without already-seen items),
    prints a comparison table and recommendations for user 42, and leaves the run
    folders (with their plots) under ``--runs-dir``.
 
-``python -m recstack.cli.demo --help`` lists the options.
+The configs are package data, so this runs from an installed wheel as well as from a
+checkout. ``python -m recstack.cli.demo --help`` lists the options.
 """
 
 from __future__ import annotations
@@ -26,56 +26,25 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, RecstackError
-from ..training.progress import PROGRESS_MODES
-from ..experiment.config import ExperimentConfig, load_config
+from ..experiment.config_files import load_config
 from ..experiment.reporter import Reporter
+from ..training.progress import PROGRESS_MODES
 from .output import format_table
-
-#: configs/ of the source checkout (src/recstack/cli/demo.py -> repository root).
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 
 @dataclass
 class DemoModel:
     label: str
-    config_file: str
-    overrides: list[str]
-    optional: bool = False   # a failure is reported in the table instead of stopping the demo
+    config: str               # a shipped config's name
+    optional: bool = False    # a failure is reported in the table instead of stopping the demo
 
 
-def best_config_overrides(reporter: Reporter) -> tuple[list[str], str]:
-    """Slot for the tuned preset: ``--set`` overrides from ``presets.best_retrieval_config()``.
-
-    Returns (overrides, where they came from). Preset keys the generic two-tower model
-    has no equivalent for (timestamp features, logQ correction) are reported and skipped.
-    """
-    try:
-        from ..models.presets import best_retrieval_config
-    except ImportError:
-        return [], "configs/movielens_best.yaml"
-    preset = best_retrieval_config()
-    mapping = {"embedding_dim": "model.embedding_dim", "layer_sizes": "model.layer_sizes", "l2": "model.l2",
-               "temperature": "tasks.retrieval.temperature", "reduction": "tasks.retrieval.reduction",
-               "remove_accidental_hits": "tasks.retrieval.remove_accidental_hits",
-               "num_hard_negatives": "tasks.retrieval.num_hard_negatives",
-               "logq_correction": "tasks.retrieval.logq_correction",
-               "learning_rate": "optimizer.learning_rate", "optimizer": "optimizer.name",
-               "batch_size": "training.batch_size", "epochs": "training.epochs"}
-    overrides = []
-    for key, value in preset.items():
-        if key in mapping:
-            overrides.append(f"{mapping[key]}={_yaml(value)}")
-        elif key == "use_text":
-            overrides.append(f"model.use_item_features={_yaml(bool(value))}")
-        elif value not in (False, None, 0, 0.0):
-            reporter.note(f"the preset's {key}={value!r} has no equivalent in the generic two-tower model; skipped.")
-    return overrides, "recstack.models.presets.best_retrieval_config()"
-
-
-def _yaml(value: Any) -> str:
-    import json
-
-    return json.dumps(value)  # JSON scalars and lists are valid YAML
+MODELS = [DemoModel("basic retrieval (seed 002)", "basic-retrieval"),
+          DemoModel("best recstack config", "movielens-best"),
+          DemoModel("popularity", "popularity", optional=True),
+          DemoModel("EASE", "ease", optional=True)]
+#: The model whose run gives the recommendations printed at the end.
+RECOMMENDER = "movielens-best"
 
 
 def run_demo(data_dir: str | None, runs_dir: Path, progress: str, user: str = "42",
@@ -88,21 +57,13 @@ def run_demo(data_dir: str | None, runs_dir: Path, progress: str, user: str = "4
 
     data = load_movielens_100k(progress=progress == "bar")
     reporter.info(f"MovieLens 100K from {data.source}: {len(data.ratings):,} ratings, {len(data.movies):,} movies")
-    best_overrides, best_source = best_config_overrides(reporter)
-    models = [DemoModel("basic retrieval (seed 002)", "basic_retrieval.yaml", []),
-              DemoModel("best recstack config", "movielens_best.yaml", best_overrides),
-              DemoModel("popularity", "popularity.yaml", [], optional=True),
-              DemoModel("EASE", "ease.yaml", [], optional=True)]
-    reporter.info(f"best configuration from {best_source}")
-    if quick:  # CI-sized: one epoch each
-        for m in models:
-            m.overrides = [*m.overrides, "training.epochs=1"]
+    overrides = ["training.epochs=1"] if quick else []  # CI-sized: one epoch each
     results: list[tuple[DemoModel, Any]] = []
     from ..experiment.run import train
 
-    for m in models:
-        config = _config(m)
-        reporter.info(f"\n== {m.label}: {m.config_file} ==")
+    for m in MODELS:
+        config = load_config(m.config, overrides)
+        reporter.info(f"\n== {m.label}: {m.config} ==")
         try:
             result = train(config, reporter, run_dir=runs_dir / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                            argv=["recstack.cli.demo"])
@@ -115,9 +76,9 @@ def run_demo(data_dir: str | None, runs_dir: Path, progress: str, user: str = "4
     reporter.result(comparison_table(results), {"models": [
         {"label": m.label, "run_dir": str(r.run_dir) if r else None, "metrics": r.metrics if r else None}
         for m, r in results]})
-    best = next((r for m, r in results if m.config_file == "movielens_best.yaml" and r), None)
+    best = next((r for m, r in results if m.config == RECOMMENDER and r), None)
     if best is not None:
-        from ..experiment.run import load_run, recommend
+        from ..experiment.saved_run import load_run, recommend
 
         recs = recommend(load_run(best.run_dir), user, k=5, exclude_seen=True)
         lines = [f"\nTop 5 new recommendations for user {user} (best configuration, seen movies excluded):"]
@@ -130,20 +91,14 @@ def run_demo(data_dir: str | None, runs_dir: Path, progress: str, user: str = "4
     return 0
 
 
-def _config(m: DemoModel) -> ExperimentConfig:
-    path = CONFIG_DIR / m.config_file
-    if not path.exists():
-        raise ConfigError(f"{path} not found: the demo runs from a source checkout of recstack (configs/).")
-    return load_config(path, m.overrides)
-
-
-COLUMNS = [("seed", "top_10_categorical_accuracy", "top-10"), ("seed", "top_100_categorical_accuracy", "top-100"),
+COLUMNS = [("all-items", "top_10_categorical_accuracy", "top-10"),
+           ("all-items", "top_100_categorical_accuracy", "top-100"),
            ("exclude-seen", "recall_at_10", "recall@10*"), ("exclude-seen", "ndcg_at_10", "ndcg@10*"),
            ("exclude-seen", "mrr", "mrr*")]
 
 
 def comparison_table(results: list[tuple[DemoModel, Any]]) -> str:
-    """Models x metrics (seed protocol, then exclude-seen*) and training time."""
+    """Models x metrics (all-items protocol, then exclude-seen*) and training time."""
     header = ["model", *(c[2] for c in COLUMNS), "train s"]
     rows = []
     for m, r in results:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from ..core.errors import ConfigError, RecstackError, UsageError  # noqa: F401 (re-exported)
+from ..experiment.config import PROTOCOLS
+from ..experiment.deprecations import DEPRECATED_PROTOCOLS, ConfigDeprecationWarning
 from ..training.progress import PROGRESS_MODES
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -19,10 +22,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def build_parser() -> argparse.ArgumentParser:
     from . import commands
-    from ..experiment.model_kinds import get_model_kind, model_kind_names
-    from .reproductions import descriptions
+    from ..experiment.config_files import shipped_configs
+    from ..experiment.model_kinds import MODEL_KINDS
 
-    kinds = "\n".join(f"  {n:<12} {get_model_kind(n).description}" for n in model_kind_names())
+    kinds = "\n".join(f"  {n:<12} {MODEL_KINDS.get(n).description}" for n in MODEL_KINDS.names())
+    names = ", ".join(shipped_configs())
     parser = argparse.ArgumentParser(
         prog="recstack", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Config-driven recommender experiments: train, evaluate, recommend, export, serve.",
@@ -45,28 +49,47 @@ def build_parser() -> argparse.ArgumentParser:
     def format_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
 
-    p = command("train", "train a model from a config file (or resume an interrupted run)", commands.cmd_train,
-                epilog="model kinds (model.kind):\n" + kinds + "\n\nexamples:\n"
-                       "  recstack train configs/basic_retrieval.yaml\n"
+    def train_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. training.epochs=5 (repeatable; values are YAML)")
+        p.add_argument("--run-dir", metavar="DIR", help="run folder to create (default: output.runs_dir/NAME-TIME)")
+        p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                       help="data-parallel training in N processes (torch.distributed, gloo on CPU / NCCL on GPU, "
+                            "launched with torchrun); the global batch stays training.batch_size, so results "
+                            "match one process (default: 1)")
+        progress_option(p)
+
+    p = command("train", "train a model from a config (a shipped config's name or a file), or resume a run",
+                commands.cmd_train,
+                epilog=f"shipped configs (recstack configs lists them): {names}\n\n"
+                       "model kinds (model.kind):\n" + kinds + "\n\nexamples:\n"
+                       "  recstack train basic-retrieval\n"
                        "  recstack train my.yaml --set training.epochs=20 --set model.layer_sizes=[64,32]\n"
                        "  recstack train --resume runs/my-20250101-120000\n"
-                       "  recstack train configs/deep_retrieval.yaml --nproc 2")
-    p.add_argument("config", nargs="?", metavar="CONFIG", help="experiment config (.yaml, .yml, .toml or .json)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. training.epochs=5 (repeatable; values are YAML)")
+                       "  recstack train deep-retrieval --nproc 2")
+    p.add_argument("config", nargs="?", metavar="CONFIG",
+                   help="a shipped config's name (e.g. basic-retrieval) or a .yaml/.yml/.toml/.json file")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--run-dir", metavar="DIR", help="run folder to create (default: output.runs_dir/NAME-TIME)")
-    p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
-                   help="data-parallel training in N processes (torch.distributed, gloo on CPU / NCCL on GPU, "
-                        "launched with torchrun); the global batch stays training.batch_size, so results "
-                        "match one process (default: 1)")
-    progress_option(p)
+    train_options(p)
+
+    p = command("configs", "list the configs shipped with recstack, or print one", commands.cmd_configs,
+                epilog="examples:\n  recstack configs\n  recstack configs my-ratings > my.yaml")
+    p.add_argument("name", nargs="?", metavar="NAME", help="print this config's file (to copy and edit)")
+
+    p = command("reproduce", "train a shipped config and compare the result with its published figures",
+                commands.cmd_reproduce,
+                description="The same run as 'recstack train NAME' for a shipped config with a reference block "
+                            "(the published figures it reproduces), printed side by side with the result.",
+                epilog=f"shipped configs: {names}")
+    p.add_argument("name", metavar="NAME", help="a shipped config with a reference block, e.g. basic-retrieval")
+    train_options(p)
 
     p = command("evaluate", "evaluate a trained run on its test split", commands.cmd_evaluate)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--protocol", choices=("seed", "exclude-seen"),
-                   help="seed: rank each test item among all items (TFRS top-k accuracy); exclude-seen: per-user "
-                        "metrics with items seen before the test split removed (default: the config's protocols)")
+    p.add_argument("--protocol", type=_protocol, metavar="{" + ",".join(PROTOCOLS) + "}",
+                   help="all-items: rank each test item among all items (TFRS top-k accuracy); exclude-seen: "
+                        "per-user metrics with items seen before the test split removed (default: the config's "
+                        "protocols)")
     format_option(p)
 
     p = command("recommend", "top-k items for a user of a trained run", commands.cmd_recommend)
@@ -92,17 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=_positive_int, default=8000, help="port (default: 8000)")
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default: 1)")
-
-    listing = "\n".join(f"  {n:<18} {d}" for n, d in descriptions().items())
-    p = command("reproduce", "run a seed experiment (tutorial reproduction) by name", commands.cmd_reproduce,
-                epilog="experiments:\n" + listing)
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--data-dir", help="MovieLens directory (default: $RECSTACK_DATA_DIR, the cache, or a download)")
-    p.add_argument("--seed", type=int, default=0, help="model initialisation seed (default: 0)")
-    p.add_argument("--output", metavar="FILE", help="also write the metrics as JSON to FILE")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="experiment option, value in YAML (e.g. epochs=5, layer_sizes=[128,64,32])")
-    progress_option(p)
 
     data = command("data", "fetch datasets and describe interaction files", None)
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -134,9 +146,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _protocol(text: str) -> str:
+    """An evaluation protocol; the old name "seed" works with a deprecation warning."""
+    if text in DEPRECATED_PROTOCOLS:
+        warnings.warn(f"--protocol {text} is now called --protocol {DEPRECATED_PROTOCOLS[text]}; {text!r} still "
+                      "works but will be removed.", ConfigDeprecationWarning, stacklevel=2)
+        return DEPRECATED_PROTOCOLS[text]
+    if text not in PROTOCOLS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(PROTOCOLS)})")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (never calls sys.exit itself)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        # Python hides DeprecationWarnings outside __main__; whoever wrote the config should see these,
+        # as one "warning:" line on stderr (other warnings print as Python prints them).
+        warnings.simplefilter("default", ConfigDeprecationWarning)
+        show = warnings.showwarning
+
+        def show_deprecation(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, ConfigDeprecationWarning):
+                print(f"warning: {message}", file=sys.stderr, flush=True)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show_deprecation
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

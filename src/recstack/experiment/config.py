@@ -1,46 +1,48 @@
-"""Experiment configs: typed dataclasses read from YAML, TOML or JSON and validated.
+"""The experiment schema: typed dataclasses for a config read from YAML, TOML or JSON.
 
-A config file is a mapping whose sections mirror :class:`ExperimentConfig`::
+A config is a mapping whose sections mirror :class:`ExperimentConfig`::
 
     name: my-ratings
+    description: one line for `recstack configs`
     data:
-      interactions: ratings.csv            # CSV/Parquet path (relative to this file) or "movielens-100k"
+      interactions: ratings.csv            # CSV/Parquet path (relative to the file) or "movielens-100k"
       columns: {user: userId, item: movieId, rating: rating, timestamp: timestamp}
     split: {method: leave-last-out}
     model: {kind: two_tower, embedding_dim: 32}
     training: {epochs: 10, batch_size: 1024}
+    reference:                             # optional: the published figures this config reproduces
+      source: where they are published
+      metrics: {all-items/top_100_categorical_accuracy: 0.30}
 
-Validation reports every problem at once, each with its dotted path: an
-unknown key (with the closest valid one), a wrong type, a value outside its
-allowed set. ``model`` holds ``kind`` plus that kind's hyperparameters, which
-are validated against the dataclass the kind registered
-(:func:`recstack.experiment.model_kinds.register_model_kind`).
+:func:`parse_config` validates a mapping with the generic validator of
+:mod:`recstack.experiment.validation` and reports every problem at once, each with its dotted
+path. ``model`` holds ``kind`` plus that kind's hyperparameters, validated against the dataclass
+the kind registered (:mod:`recstack.experiment.model_kinds`). Reading files, ``--set``
+overrides and the configs shipped with recstack are in :mod:`recstack.experiment.config_files`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
-import os
-import sys
-import types
-import typing
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from ..core.errors import ConfigError, suggest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10: the backport, a declared dependency there
-    import tomli as tomllib
+from .deprecations import upgrade_deprecated
+from .model_kinds import MODEL_KINDS
+from .validation import describe, parse_dataclass
 
 #: Interaction sources that need no file: the name loads a built-in dataset.
 BUILTIN_DATASETS = ("movielens-100k",)
-PROTOCOLS = ("seed", "exclude-seen")
+#: Evaluation protocols: "all-items" ranks each test row's item among the whole catalogue
+#: (the TFRS tutorials' top-k accuracy); "exclude-seen" removes each user's earlier items.
+PROTOCOLS = ("all-items", "exclude-seen")
+#: The part of a reference metric key that is not a protocol: test loss and RMSE (rating models).
+TEST_METRICS = "test"
+
+Protocol = Literal["all-items", "exclude-seen"]
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -173,13 +175,14 @@ class TrainingConfig:
 
 @dataclass
 class EvaluationConfig:
-    """``protocols`` evaluated on the test split after training. "seed": each test row ranks
+    """``protocols`` evaluated on the test split after training. "all-items": each test row ranks
     its item among the whole catalogue (the TFRS tutorials' top-k accuracy); "exclude-seen":
     per user, items seen before the test split are removed from the ranking, metrics are
-    per-user recall/NDCG. ``validation_protocol`` is used for the per-epoch validation."""
+    per-user recall/NDCG. ``validation_protocol`` is used for the per-epoch validation.
+    The old name "seed" of "all-items" is still accepted, with a deprecation warning."""
 
-    protocols: list[Literal["seed", "exclude-seen"]] = field(default_factory=lambda: list(PROTOCOLS))
-    validation_protocol: Literal["seed", "exclude-seen"] = "seed"
+    protocols: list[Protocol] = field(default_factory=lambda: list(PROTOCOLS))
+    validation_protocol: Protocol = "all-items"
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 50, 100])
     batch_size: int = 4096
 
@@ -202,11 +205,41 @@ class ModelConfig:
 
 
 @dataclass
+class ReferenceVariant:
+    """Published figures for a variation of the config: the settings in ``when`` (dotted keys,
+    as ``--set`` takes them, e.g. ``{model.layer_sizes: [32]}``) replace the file's."""
+
+    when: dict[str, Any]
+    metrics: dict[str, float]
+    label: str = ""
+
+
+@dataclass
+class ReferenceConfig:
+    """The published figures a config reproduces, and where they are published.
+
+    ``metrics`` keys are ``PROTOCOL/METRIC`` (``all-items/top_100_categorical_accuracy``,
+    ``exclude-seen/recall_at_10``) or ``test/METRIC`` (``test/root_mean_squared_error``), each a
+    metric the run reports. ``label`` names the setting they belong to; ``variants`` hold the
+    figures published for other settings of the same experiment (see
+    :func:`recstack.experiment.reference.applicable_reference`).
+    """
+
+    source: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    label: str = ""
+    note: str = ""
+    variants: list[ReferenceVariant] = field(default_factory=list)
+
+
+@dataclass
 class ExperimentConfig:
-    """A whole experiment: data, split, features, model, tasks, optimizer, training, evaluation."""
+    """A whole experiment: data, split, features, model, tasks, optimizer, training, evaluation,
+    and the published figures it reproduces (``reference``)."""
 
     data: DataConfig
     name: str = "experiment"
+    description: str = ""
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -217,6 +250,7 @@ class ExperimentConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    reference: ReferenceConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON-ready) with ``model`` flattened to ``{kind, **params}``."""
@@ -226,105 +260,26 @@ class ExperimentConfig:
         return out
 
 
-# -- loading -----------------------------------------------------------------------------------------
-def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a .yaml/.yml, .toml or .json file into a dict (no validation yet)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(text)
-        elif suffix == ".toml":
-            raw = tomllib.loads(text)
-        elif suffix == ".json":
-            raw = json.loads(text)
-        else:
-            raise ConfigError(f"{path}: unknown config format {suffix!r}; use .yaml, .yml, .toml or .json.")
-    except ConfigError:
-        raise
-    except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
-        raise ConfigError(f"{path} is not valid {suffix.lstrip('.').upper()}: {exc}") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}.")
-    return raw
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``--set a.b.c=value`` overrides (values parsed as YAML: 5, 0.1, true, null, [64, 32]).
-
-    Returns a new dict; missing intermediate sections are created.
-    """
-    import copy
-
-    import yaml
-
-    out = copy.deepcopy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set expects KEY=VALUE with a dotted KEY (e.g. training.epochs=5); got {item!r}.")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc}).") from exc
-        node = out
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:depth + 1])} is a value, not a section.")
-            node = child
-        node[parts[-1]] = value
-    return out
-
-
-def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read, override, validate and resolve paths (data paths are relative to the file)."""
-    path = Path(path)
-    raw = apply_overrides(read_config_file(path), overrides)
-    config = parse_config(raw, source=str(path))
-    return resolve_paths(config, path.parent)
-
-
+# -- parsing ---------------------------------------------------------------------------------------
 def parse_config(raw: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
-    """Validate a raw mapping into an :class:`ExperimentConfig`; ConfigError lists every problem."""
+    """Validate a raw mapping into an :class:`ExperimentConfig`; ConfigError lists every problem.
+
+    Deprecated spellings (the protocol name "seed") are rewritten with a ConfigDeprecationWarning.
+    """
     errors: list[str] = []
-    raw = dict(raw)
+    raw = upgrade_deprecated(dict(raw), source)
     model_raw = raw.pop("model", None)
-    config = _parse(ExperimentConfig, raw, "", errors, skip={"model"})
+    config = parse_dataclass(ExperimentConfig, raw, "", errors, skip={"model"})
     model = _parse_model(model_raw, errors)
     if config is not None:
         config.model = model
         _check_values(config, errors)
+        if config.reference is not None and model.params is not None:
+            _check_reference(config, errors)
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
         raise ConfigError(f"{source}: invalid config:\n{lines}{more}")
-    return config
-
-
-def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
-    """Make data paths absolute (relative ones are taken from ``base``)."""
-    def resolve(value: str) -> str:
-        if value in BUILTIN_DATASETS:
-            return value
-        p = Path(value).expanduser()
-        return str(p if p.is_absolute() else (base / p).resolve())
-
-    config.data.interactions = resolve(config.data.interactions)
-    for table in (config.data.items, config.data.users):
-        if table is not None:
-            table.path = resolve(table.path)
     return config
 
 
@@ -335,26 +290,61 @@ def dump_config(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None, width=100)
 
 
-# -- validation ------------------------------------------------------------------------------------
-def _parse_model(raw: Any, errors: list[str]) -> ModelConfig:
-    from .model_kinds import get_model_kind, model_kind_names
+def with_settings(config: ExperimentConfig, settings: Mapping[str, Any]) -> ExperimentConfig:
+    """A copy of ``config`` with dotted ``settings`` replaced (``{"model.layer_sizes": [32]}``),
+    validated again (without the reference block, which describes the original)."""
+    raw = config.to_dict()
+    raw["reference"] = None
+    for key, value in settings.items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: {part!r} is not a section of the config.")
+            node = child
+        if parts[-1] not in node:
+            raise ConfigError(f"{key}: not a setting of the config{suggest(parts[-1], list(node))}.")
+        node[parts[-1]] = value
+    return parse_config(raw, source=f"{config.name} with {dict(settings)}")
 
+
+def wants_test_loss(config: ExperimentConfig) -> bool:
+    """Whether a run reports test loss and RMSE (``model.evaluate`` on the test rows): rating models
+    and gradient-trained kinds with a rating task. Others skip it: the retrieval loss over the test
+    split costs as much as an epoch and ranks nothing."""
+    kind = MODEL_KINDS.get(config.model.kind)
+    return kind.predicts_ratings or (kind.gradient_trained and config.tasks.rating.weight > 0)
+
+
+def setting(config: ExperimentConfig, key: str) -> Any:
+    """The value at a dotted ``key`` of ``config.to_dict()``; KeyError when there is none."""
+    node: Any = config.to_dict()
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def _parse_model(raw: Any, errors: list[str]) -> ModelConfig:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        errors.append(f"model: expected a mapping with 'kind' and its hyperparameters, got {_describe(raw)}")
+        errors.append(f"model: expected a mapping with 'kind' and its hyperparameters, got {describe(raw)}")
         raw = {}
     raw = dict(raw)
     kind = raw.pop("kind", "two_tower")
     if not isinstance(kind, str):
-        errors.append(f"model.kind: expected a string, got {_describe(kind)}")
+        errors.append(f"model.kind: expected a string, got {describe(kind)}")
         return ModelConfig()
-    names = model_kind_names()
+    names = MODEL_KINDS.names()
     if kind not in names:
         errors.append(f"model.kind: unknown model kind {kind!r}{suggest(kind, names)}; "
                       f"registered kinds: {', '.join(names)}")
         return ModelConfig(kind=kind)
-    params = _parse(get_model_kind(kind).params, raw, "model", errors, context=f" for model kind {kind!r}")
+    params = parse_dataclass(MODEL_KINDS.get(kind).params, raw, "model", errors,
+                             context=f" for model kind {kind!r}")
     return ModelConfig(kind=kind, params=params)
 
 
@@ -375,7 +365,7 @@ def _check_values(c: ExperimentConfig, errors: list[str]) -> None:
     need(c.evaluation.batch_size >= 1, f"evaluation.batch_size: must be >= 1, got {c.evaluation.batch_size}")
     need(bool(c.evaluation.ks) and all(k >= 1 for k in c.evaluation.ks),
          f"evaluation.ks: must be a non-empty list of positive integers, got {c.evaluation.ks}")
-    need(bool(c.evaluation.protocols), "evaluation.protocols: list at least one of 'seed', 'exclude-seen'")
+    need(bool(c.evaluation.protocols), "evaluation.protocols: list at least one of 'all-items', 'exclude-seen'")
     need(c.optimizer.learning_rate > 0, f"optimizer.learning_rate: must be > 0, got {c.optimizer.learning_rate}")
     need(c.tasks.retrieval.weight >= 0 and c.tasks.rating.weight >= 0, "tasks.*.weight: must be >= 0")
     need(c.tasks.retrieval.weight > 0 or c.tasks.rating.weight > 0,
@@ -389,122 +379,72 @@ def _check_values(c: ExperimentConfig, errors: list[str]) -> None:
          f"split.method {c.split.method!r} needs a timestamp column: set data.columns.timestamp")
 
 
-def _parse(cls: type, raw: Any, where: str, errors: list[str], skip: set[str] = frozenset(),
-           context: str = "") -> Any:
-    """Build dataclass ``cls`` from ``raw``, appending problems to ``errors`` (returns None on failure)."""
-    label = where or "the top level"
-    if not isinstance(raw, Mapping):
-        errors.append(f"{label}: expected a mapping, got {_describe(raw)}")
+_METRIC = re.compile(r"^(?:top_(\d+)_categorical_accuracy|recall_at_(\d+)|ndcg_at_(\d+)|mrr)$")
+_TEST_METRIC_NAMES = ("root_mean_squared_error", "loss")
+
+
+def reference_metric_problem(key: str, config: ExperimentConfig | None = None) -> str | None:
+    """Why ``key`` (``PROTOCOL/METRIC`` or ``test/METRIC``) is not a metric a run reports, or None.
+
+    Without ``config`` only the form is checked; with it, also that this config's run reports it
+    (the protocol is evaluated, K is in evaluation.ks, test metrics come from a rating model).
+    """
+    protocol, _, name = key.partition("/")
+    if protocol == TEST_METRICS:
+        if name not in _TEST_METRIC_NAMES:
+            return f"the test metrics are {', '.join(_TEST_METRIC_NAMES)}{suggest(name, list(_TEST_METRIC_NAMES))}"
+        if config is not None and not wants_test_loss(config):
+            return ("the run reports test/root_mean_squared_error and test/loss only for rating models "
+                    "(model kind autorec, or tasks.rating.weight > 0)")
         return None
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            valid = sorted([*fields, *skip])
-            errors.append(f"{path}: unknown key{context}{suggest(str(key), valid)}; valid keys here: "
-                          f"{', '.join(valid)}")
+    if protocol not in PROTOCOLS:
+        return (f"a reference metric is PROTOCOL/METRIC with PROTOCOL one of {', '.join(PROTOCOLS)} or "
+                f"{TEST_METRICS!r}{suggest(protocol, [*PROTOCOLS, TEST_METRICS])}")
+    match = _METRIC.match(name)
+    if match is None:
+        return f"{name!r} is not a metric the runs report (top_K_categorical_accuracy, recall_at_K, ndcg_at_K or mrr)"
+    if config is not None:
+        if protocol not in config.evaluation.protocols:
+            return f"protocol {protocol!r} is not evaluated (evaluation.protocols: {config.evaluation.protocols})"
+        k = next((int(g) for g in match.groups() if g), None)
+        if k is not None and k not in config.evaluation.ks:
+            return f"K = {k} is not in evaluation.ks = {config.evaluation.ks}"
+    return None
+
+
+def _check_reference(c: ExperimentConfig, errors: list[str]) -> None:
+    """Reference metrics have the form of metrics a run reports; every variant is a valid config.
+
+    Whether this particular run reports them is not checked here: ``--set`` may legitimately
+    change what is evaluated (the comparison then shows "-"); tests hold the shipped configs to it
+    (:func:`recstack.experiment.reference.unreported_metrics`).
+    """
+    ref = c.reference
+    assert ref is not None
+
+    def check_metrics(metrics: dict[str, float], where: str) -> None:
+        for key in metrics:
+            problem = reference_metric_problem(key)
+            if problem:
+                errors.append(f"{where}.{key}: {problem}")
+
+    check_metrics(ref.metrics, "reference.metrics")
+    for i, variant in enumerate(ref.variants):
+        where = f"reference.variants[{i}]"
+        check_metrics(variant.metrics, f"{where}.metrics")
+        if not variant.when:
+            errors.append(f"{where}.when: list the settings of this variant (e.g. {{model.layer_sizes: [32]}})")
             continue
-        ok, converted = _convert(hints[key], value, path, errors)
-        if ok:
-            kwargs[key] = converted
-    for name, f in fields.items():
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            if name not in raw:  # a present-but-invalid value was reported already
-                path = f"{where}.{name}" if where else name
-                errors.append(f"{path}: missing required key")
-    try:
-        return cls(**kwargs)
-    except TypeError:
-        return None  # a required field is missing; already reported
-
-
-def _convert(hint: Any, value: Any, path: str, errors: list[str]) -> tuple[bool, Any]:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return True, value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return True, None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _convert(options[0], value, path, errors)
-        trial: list[str] = []
-        for option in options:
-            ok, converted = _convert(option, value, path, trial)
-            if ok:
-                return True, converted
-        errors.append(f"{path}: expected {_type_name(hint)}, got {_describe(value)}")
-        return False, None
-    if origin is Literal:
-        if value in args and not isinstance(value, bool):
-            return True, value
-        allowed = ", ".join(repr(a) for a in args)
-        errors.append(f"{path}: must be one of {allowed}; got {value!r}{suggest(str(value), [str(a) for a in args])}")
-        return False, None
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            errors.append(f"{path}: expected a list of {_type_name(args[0])}, got {_describe(value)}")
-            return False, None
-        out, ok_all = [], True
-        for i, item in enumerate(value):
-            ok, converted = _convert(args[0], item, f"{path}[{i}]", errors)
-            ok_all &= ok
-            out.append(converted)
-        return ok_all, out
-    if dataclasses.is_dataclass(hint):
-        result = _parse(hint, value, path, errors)
-        return result is not None, result
-    if hint is bool:
-        if isinstance(value, bool):
-            return True, value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return True, value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return True, value
-    else:  # pragma: no cover - a field type this parser does not know
-        raise TypeError(f"unsupported config field type {hint!r} at {path}")
-    errors.append(f"{path}: expected {_type_name(hint)}, got {_describe(value)}")
-    return False, None
-
-
-def _type_name(hint: Any) -> str:
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
-    if hint in names:
-        return names[hint]
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        parts = [_type_name(a) for a in args if a is not type(None)]
-        return " or ".join(parts) + (" or null" if type(None) in args else "")
-    if origin is list:
-        return f"a list of {_type_name(args[0])}"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if dataclasses.is_dataclass(hint):
-        return "a mapping"
-    return str(hint)
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, (dict, list)):
-        return f"a {'mapping' if isinstance(value, dict) else 'list'} ({value!r:.60})"
-    return f"{value!r} ({type(value).__name__})"
+        try:
+            with_settings(c, variant.when)
+        except ConfigError as exc:
+            errors.append(f"{where}.when: {exc}")
 
 
 __all__ = [
-    "BUILTIN_DATASETS", "ColumnsConfig", "DataConfig", "EvaluationConfig", "ExperimentConfig",
-    "FeatureTableConfig", "FeaturesConfig", "ModelConfig", "OptimizerConfig", "OutputConfig", "PROTOCOLS",
-    "RatingTaskConfig", "RetrievalTaskConfig", "SplitConfig", "TasksConfig", "TrainingConfig",
-    "apply_overrides", "dump_config", "load_config", "parse_config", "read_config_file", "resolve_paths",
+    "BUILTIN_DATASETS", "ColumnsConfig", "DataConfig",
+    "EvaluationConfig", "ExperimentConfig", "FeatureTableConfig", "FeaturesConfig", "ModelConfig",
+    "OptimizerConfig", "OutputConfig", "PROTOCOLS", "RatingTaskConfig", "ReferenceConfig", "ReferenceVariant",
+    "RetrievalTaskConfig", "SplitConfig", "TEST_METRICS", "TasksConfig", "TrainingConfig", "dump_config",
+    "parse_config", "reference_metric_problem", "setting", "wants_test_loss", "with_settings",
 ]

@@ -10,6 +10,9 @@ Adding a model to ``recstack train`` is one call::
 
     register_model_kind("my_model", build_my_model, MyParams, "one-line description")
 
+The kinds live in one :class:`recstack.core.registry.Registry`, ``MODEL_KINDS``
+(``MODEL_KINDS.get(name)``, ``MODEL_KINDS.names()``).
+
 Builder contract
 ----------------
 ``builder(ctx, params)`` returns a :class:`recstack.Model` that
@@ -44,17 +47,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..core.columns import Columns
 from ..core.errors import ConfigError
 from ..core.exclusions import Exclusions
+from ..core.registry import Registry
 from ..training.model import Model
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .config import TasksConfig
 
 
 @dataclass
@@ -83,7 +84,7 @@ class ModelContext:
             into the towers (None when rebuilding a saved run: the state_dict has them).
         tasks: the config's tasks section (weights, retrieval loss options).
         ks: FactorizedTopK cut-offs.
-        validation_protocol: "seed" or "exclude-seen" (per-epoch validation metrics).
+        validation_protocol: "all-items" or "exclude-seen" (per-epoch validation metrics).
         exclude: seen items per query key for "exclude-seen" validation (None otherwise).
         has_rating, has_weight: whether batches carry ``rating`` / ``weight``.
         train_metrics: compute retrieval metrics during training too.
@@ -96,12 +97,12 @@ class ModelContext:
     num_users: int
     num_items: int
     catalogue: torch.Tensor
-    tasks: "TasksConfig"
+    tasks: Any  # recstack.experiment.config.TasksConfig (the config imports this module, not the reverse)
     user_features: FeatureSpec = field(default_factory=FeatureSpec)
     item_features: FeatureSpec = field(default_factory=FeatureSpec)
     feature_tables: dict[str, dict[str, torch.Tensor]] | None = None
     ks: tuple[int, ...] = (1, 5, 10, 50, 100)
-    validation_protocol: str = "seed"
+    validation_protocol: str = "all-items"
     exclude: Exclusions | None = None
     has_rating: bool = False
     has_weight: bool = False
@@ -123,7 +124,8 @@ class ModelKind:
     predicts_ratings: bool = False
 
 
-_KINDS: dict[str, ModelKind] = {}
+#: The model-kind table: ``model.kind`` in a config -> its :class:`ModelKind`.
+MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
 
 
 def register_model_kind(name: str, builder: Builder, params: type | None = None, description: str = "",
@@ -132,35 +134,20 @@ def register_model_kind(name: str, builder: Builder, params: type | None = None,
     """Make ``model.kind: name`` available to configs (see the module docstring for the contract).
 
     Args:
-        name: the kind's name in configs.
+        name: the kind's name in configs (recorded in every run folder's config.yaml).
         builder: ``builder(ctx: ModelContext, params) -> recstack.Model``.
         params: a dataclass of hyperparameters (every field needs a default); the keys under
             ``model:`` besides ``kind`` are validated against it. None: no hyperparameters.
-        description: one line for ``recstack --help`` listings.
+        description: one line for ``recstack train --help``.
         gradient_trained: False for closed-form models (one ``fit(train)`` call).
         replace: allow re-registering an existing name.
         predicts_ratings: a rating model: its test loss and RMSE (``model.evaluate`` on the test
             rows) are always reported, whatever ``tasks.rating.weight`` says.
     """
-    if name in _KINDS and not replace:
+    if name in MODEL_KINDS and not replace:
         raise ConfigError(f"model kind {name!r} is already registered; pass replace=True to override it.")
     kind = ModelKind(name, builder, params or _NoParams, description, gradient_trained, predicts_ratings)
-    _KINDS[name] = kind
-    return kind
-
-
-def get_model_kind(name: str) -> ModelKind:
-    try:
-        return _KINDS[name]
-    except KeyError:
-        from ..core.errors import suggest
-
-        raise ConfigError(f"unknown model kind {name!r}{suggest(name, list(_KINDS))}; "
-                          f"registered: {', '.join(sorted(_KINDS))}.") from None
-
-
-def model_kind_names() -> list[str]:
-    return sorted(_KINDS)
+    return MODEL_KINDS.register(name, kind)
 
 
 @dataclass
@@ -331,5 +318,5 @@ register_model_kind("ease", build_ease, EASEParams, "EASE linear item-item autoe
 register_model_kind("autorec", build_autorec, AutoRecParams,
                     "AutoRec rating autoencoder over rows of the training rating matrix", predicts_ratings=True)
 
-__all__ = ["AutoRecParams", "EASEParams", "FeatureSpec", "ModelContext", "ModelKind", "PopularityParams", "TwoTowerParams",
-           "get_model_kind", "model_kind_names", "register_model_kind"]
+__all__ = ["AutoRecParams", "EASEParams", "FeatureSpec", "MODEL_KINDS", "ModelContext", "ModelKind", "PopularityParams",
+           "TwoTowerParams", "register_model_kind"]

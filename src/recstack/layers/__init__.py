@@ -1,7 +1,7 @@
 """Building blocks: Keras-initialised embeddings and dense layers, retrieval loss transforms."""
 
 from .dense import MLP, Dense, make_activation
-from .embedding import Embedding
+from .embedding import Embedding, MaskedMeanEmbedding
 from .retrieval_loss import (
     hard_negative_mining,
     remove_accidental_hits,
@@ -10,6 +10,6 @@ from .retrieval_loss import (
 )
 
 __all__ = [
-    "Dense", "Embedding", "MLP", "make_activation", "hard_negative_mining",
+    "Dense", "Embedding", "MLP", "MaskedMeanEmbedding", "make_activation", "hard_negative_mining",
     "remove_accidental_hits", "sampling_probability_correction", "softmax_retrieval_loss",
 ]

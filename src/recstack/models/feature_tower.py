@@ -33,10 +33,9 @@ from ..layers.candidates import TowerCandidates
 from ..core.columns import Batch
 from ..core.errors import ConfigError, DataError, ShapeError
 from ..core.exclusions import Exclusions
-from ..layers import MLP, Dense, Embedding
+from ..layers import MLP, Dense, Embedding, MaskedMeanEmbedding
 from ..layers.time_context import TimestampFeatures
 from ..metrics import FactorizedTopK, RootMeanSquaredError
-from .towers import MaskedMeanEmbedding
 from .two_tower import TwoTowerRetrieval, batch_candidates, distinct_rows, global_batch_loss
 from ..tasks import Ranking, Retrieval
 
@@ -277,4 +276,4 @@ class FeatureTwoTower(TwoTowerRetrieval):
         return total
 
 
-__all__ = ["FeatureTower", "FeatureTwoTower", "MaskedMeanEmbedding"]
+__all__ = ["FeatureTower", "FeatureTwoTower"]

@@ -1,0 +1,177 @@
+"""Config files: reading YAML/TOML/JSON, ``--set`` overrides, and the configs shipped with recstack.
+
+``load_config(spec)`` takes a path (``my.yaml``, as always) or the name of a config shipped
+in the package (``basic-retrieval``: the file ``recstack/configs/basic_retrieval.yaml``,
+package data in the wheel). A spec that is an existing file, ends in a config suffix or
+contains a path separator is a path; anything else is a name. Data paths of a file are taken
+relative to that file; those of a shipped config relative to the working directory (so the
+``my-ratings`` template reads ``ratings.csv`` from where it is run).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import ConfigError, suggest
+from .config import BUILTIN_DATASETS, ExperimentConfig, parse_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10: the backport, a declared dependency there
+    import tomli as tomllib
+
+if TYPE_CHECKING:  # pragma: no cover - importlib.resources.abc is new in Python 3.11
+    from importlib.resources.abc import Traversable
+
+SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+
+
+# -- shipped configs -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShippedConfig:
+    """A config file in ``recstack/configs``: its name (the file stem, ``_`` -> ``-``) and file."""
+
+    name: str
+    file: Traversable
+
+    def text(self) -> str:
+        return self.file.read_text(encoding="utf-8")
+
+    def description(self) -> str:
+        """The file's ``description:`` (read without validating the rest)."""
+        raw = _parse_text(self.text(), ".yaml", f"{self.name} (shipped)")
+        return str(raw.get("description") or "")
+
+
+def shipped_configs() -> dict[str, ShippedConfig]:
+    """Every config shipped with recstack, by name, sorted."""
+    folder = resources.files("recstack").joinpath("configs")
+    found = {}
+    for entry in folder.iterdir():
+        if entry.is_file() and entry.name.endswith(".yaml"):
+            name = entry.name[: -len(".yaml")].replace("_", "-")
+            found[name] = ShippedConfig(name, entry)
+    return dict(sorted(found.items()))
+
+
+def shipped_config(name: str) -> ShippedConfig:
+    """The shipped config called ``name`` (``basic-retrieval``; ``basic_retrieval`` works too)."""
+    configs = shipped_configs()
+    key = name.replace("_", "-")
+    if key not in configs:
+        raise ConfigError(f"no config file and no shipped config named {name!r}{suggest(key, list(configs))}; "
+                          f"shipped configs: {', '.join(configs)} (recstack configs lists them), or give a path "
+                          "to a .yaml/.toml/.json file.")
+    return configs[key]
+
+
+def is_path(spec: str | os.PathLike) -> bool:
+    """Whether ``spec`` names a file (exists, has a config suffix or a path separator) rather than a
+    shipped config."""
+    if isinstance(spec, os.PathLike):
+        return True
+    text = str(spec)
+    return (Path(text).is_file() or text.lower().endswith(SUFFIXES) or os.sep in text
+            or (os.altsep is not None and os.altsep in text))
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a .yaml/.yml, .toml or .json file into a dict (no validation yet)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist.")
+    return _parse_text(path.read_text(encoding="utf-8"), path.suffix.lower(), str(path))
+
+
+def _parse_text(text: str, suffix: str, label: str) -> dict[str, Any]:
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        elif suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raise ConfigError(f"{label}: unknown config format {suffix!r}; use .yaml, .yml, .toml or .json.")
+    except ConfigError:
+        raise
+    except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
+        raise ConfigError(f"{label} is not valid {suffix.lstrip('.').upper()}: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{label}: the top level must be a mapping of sections, got {type(raw).__name__}.")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--set a.b.c=value`` overrides (values parsed as YAML: 5, 0.1, true, null, [64, 32]).
+
+    Returns a new dict; missing intermediate sections are created.
+    """
+    import yaml
+
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set expects KEY=VALUE with a dotted KEY (e.g. training.epochs=5); got {item!r}.")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc}).") from exc
+        node = out
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:depth + 1])} is a value, not a section.")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(spec: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read (a file or a shipped config by name), override, validate and resolve the data paths."""
+    if is_path(spec):
+        path = Path(spec)
+        raw, source, base = read_config_file(path), str(path), path.parent
+    else:
+        shipped = shipped_config(str(spec))
+        raw = _parse_text(shipped.text(), ".yaml", shipped.name)
+        source, base = shipped.name, Path.cwd()
+    config = parse_config(apply_overrides(raw, overrides), source=source)
+    return resolve_paths(config, base)
+
+
+def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
+    """Make data paths absolute (relative ones are taken from ``base``)."""
+    def resolve(value: str) -> str:
+        if value in BUILTIN_DATASETS:
+            return value
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else (base / p).resolve())
+
+    config.data.interactions = resolve(config.data.interactions)
+    for table in (config.data.items, config.data.users):
+        if table is not None:
+            table.path = resolve(table.path)
+    return config
+
+
+__all__ = ["ShippedConfig", "apply_overrides", "is_path", "load_config", "read_config_file", "resolve_paths",
+           "shipped_config", "shipped_configs"]

@@ -1,0 +1,175 @@
+"""Interactions and feature tables, validated, and the train/validation/test splits.
+
+Input: a table of interactions (:mod:`recstack.experiment.tables` reads it) with a column
+mapping (user, item, optional rating, timestamp, weight), and optional item and user feature
+tables (categorical columns, numeric columns, one text column).
+
+Policies (each one is reported with counts when it applies):
+
+* **Duplicate (user, item) rows**: ``data.duplicates`` = keep-last (default; last
+  row of each pair in file order), keep-first, keep-all or error.
+* **Feature tables**: missing categorical values become the category ''; missing numeric
+  values the column mean; a repeated id keeps its first row.
+* **Empty splits** (train, validation or test): a DataError saying how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import DataError
+from ..datasets import leave_last_out, random_split, temporal_split
+from .config import DataConfig, FeatureTableConfig, SplitConfig
+from .tables import Notify, id_strings, numeric_column, read_source, require_columns, timestamp_column
+
+ROLES = ("user", "item", "rating", "timestamp", "weight")
+
+
+# -- interactions -------------------------------------------------------------------------------
+@dataclass
+class InteractionData:
+    """Validated interactions with standard columns ``user``, ``item`` (str) and the optional
+    ``rating``, ``timestamp``, ``weight`` (float64), in file order."""
+
+    frame: pd.DataFrame
+    items: pd.DataFrame | None
+    users: pd.DataFrame | None
+    files: list[Path]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def load_data(config: DataConfig, notify: Notify) -> InteractionData:
+    """Read and validate the interactions and feature tables of ``config``."""
+    table = read_source(config.interactions, config.csv_separator, "interactions")
+    mapping = {role: getattr(config.columns, role) for role in ROLES if getattr(config.columns, role)}
+    require_columns(table, {f"data.columns.{role}": col for role, col in mapping.items()})
+    if len(table.frame) == 0:
+        raise DataError(f"{table.name} has no rows.")
+    out = pd.DataFrame({"user": id_strings(table, mapping["user"], "data.columns.user"),
+                        "item": id_strings(table, mapping["item"], "data.columns.item")})
+    if "rating" in mapping:
+        out["rating"] = numeric_column(table, mapping["rating"], "data.columns.rating")
+    if "timestamp" in mapping:
+        out["timestamp"] = timestamp_column(table, mapping["timestamp"])
+    if "weight" in mapping:
+        weight = numeric_column(table, mapping["weight"], "data.columns.weight")
+        if (weight < 0).any():
+            rows = np.flatnonzero((weight < 0).to_numpy())
+            raise DataError(f"{table.name}: column {mapping['weight']!r} (data.columns.weight) has {len(rows)} "
+                            f"negative weight(s), first at {table.where(int(rows[0]))}; weights must be >= 0.")
+        out["weight"] = weight
+    stats: dict[str, Any] = {"rows_read": len(out)}
+    out = _handle_duplicates(out, config.duplicates, table.name, notify, stats)
+    files = list(table.files)
+    items = users = None
+    if config.items is not None:
+        items, item_files = load_feature_table(config.items, config.csv_separator, "items", notify)
+        files += [f for f in item_files if f not in files]
+    if config.users is not None:
+        users, user_files = load_feature_table(config.users, config.csv_separator, "users", notify)
+        files += [f for f in user_files if f not in files]
+    stats["rows"] = len(out)
+    return InteractionData(out, items, users, files, stats)
+
+
+def _handle_duplicates(df: pd.DataFrame, policy: str, name: str, notify: Notify,
+                       stats: dict[str, Any]) -> pd.DataFrame:
+    repeated = df.duplicated(["user", "item"], keep="first").to_numpy()
+    extra = int(repeated.sum())
+    stats["duplicate_rows"] = extra
+    if not extra:
+        return df
+    pairs = int(df.loc[repeated, ["user", "item"]].drop_duplicates().shape[0])
+    first = int(np.flatnonzero(repeated)[0])
+    what = f"{name}: {extra} duplicate row(s) repeat an earlier (user, item) pair ({pairs} pair(s) affected)"
+    if policy == "error":
+        raise DataError(f"{what}, e.g. user {df['user'].iat[first]!r}, item {df['item'].iat[first]!r}; "
+                        "set data.duplicates to keep-last, keep-first or keep-all.")
+    if policy == "keep-all":
+        notify(f"{what}: kept all of them (data.duplicates: keep-all).")
+        return df
+    keep = "last" if policy == "keep-last" else "first"
+    notify(f"{what}: kept the {keep} row of each pair and removed {extra} (data.duplicates: {policy}).")
+    stats["duplicate_rows_removed"] = extra
+    return df.loc[~df.duplicated(["user", "item"], keep=keep).to_numpy()].reset_index(drop=True)
+
+
+def load_feature_table(config: FeatureTableConfig, separator: str, side: str,
+                       notify: Notify) -> tuple[pd.DataFrame, list[Path]]:
+    """A feature table with ``id`` (str) and its feature columns, one row per id (first row kept)."""
+    table = read_source(config.path, separator, side)
+    key = f"data.{side}"
+    wanted = {f"{key}.id": config.id, **{f"{key}.categorical": c for c in config.categorical},
+              **{f"{key}.numeric": c for c in config.numeric}}
+    if config.text:
+        wanted[f"{key}.text"] = config.text
+    require_columns(table, wanted)
+    out = pd.DataFrame({"id": id_strings(table, config.id, f"{key}.id")})
+    for col in config.categorical:
+        values = table.frame[col].reset_index(drop=True)
+        missing = int(values.isna().sum())
+        if missing:
+            notify(f"{table.name}: {missing} missing value(s) in categorical column {col!r} became the "
+                   "category '' (their own category).")
+        out[f"cat:{col}"] = values.fillna("").astype(str).to_numpy()
+    for col in config.numeric:
+        values = numeric_column(table, col, f"{key}.numeric", allow_missing=True)
+        missing = int(values.isna().sum())
+        if missing:
+            notify(f"{table.name}: {missing} missing value(s) in numeric column {col!r} were filled with the "
+                   "column mean.")
+            values = values.fillna(values.mean() if values.notna().any() else 0.0)
+        out[f"num:{col}"] = values.to_numpy()
+    if config.text:
+        out["text"] = table.frame[config.text].fillna("").astype(str).to_numpy()
+    repeated = out["id"].duplicated().to_numpy()
+    if repeated.any():
+        notify(f"{table.name}: {int(repeated.sum())} row(s) repeat an earlier {config.id!r}; kept the first "
+               "row of each id.")
+        out = out.loc[~repeated].reset_index(drop=True)
+    return out, table.files
+
+
+# -- splits -------------------------------------------------------------------------------------------
+@dataclass
+class Splits:
+    train: pd.DataFrame
+    validation: pd.DataFrame | None
+    test: pd.DataFrame
+
+
+def split_data(df: pd.DataFrame, config: SplitConfig) -> Splits:
+    """Train/test by ``config.method`` and, with ``validation_fraction`` > 0, validation out of train."""
+    train, test = _split(df, config, config.train_fraction, config.seed, "test")
+    validation = None
+    if config.validation_fraction > 0:
+        train, validation = _split(train, config, 1 - config.validation_fraction, config.seed + 1, "validation")
+    return Splits(train, validation, test)
+
+
+def _split(df: pd.DataFrame, config: SplitConfig, fraction: float, seed: int,
+           held_out: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if config.method == "random":
+        first, second = random_split(df, train_fraction=fraction, seed=seed)
+        how = f"random split with train fraction {fraction:g} of {len(df)} rows"
+        fix = "use more data or a fraction further from 0 and 1"
+    elif config.method == "temporal":
+        first, second = temporal_split(df, train_fraction=fraction, timestamp_col="timestamp")
+        how = f"temporal split with train fraction {fraction:g} of {len(df)} rows"
+        fix = "use more data or a fraction further from 0 and 1"
+    else:
+        first, second = leave_last_out(df, user_col="user", timestamp_col="timestamp", n=config.leave_out)
+        how = f"leave-last-out (n={config.leave_out}) of {len(df)} rows"
+        fix = f"leave-last-out only holds out users with more than {config.leave_out} interaction(s)"
+    for part, frame in (("train" if held_out == "test" else "remaining train", first), (held_out, second)):
+        if len(frame) == 0:
+            raise DataError(f"the {part} split is empty ({how}); {fix}.")
+    return first, second
+
+
+__all__ = ["InteractionData", "ROLES", "Splits", "load_data", "load_feature_table", "split_data"]
