@@ -30,6 +30,7 @@ from ..metrics.factorized_top_k import FactorizedTopK
 from ..tasks.ranking import Ranking
 from ..tasks.retrieval import Retrieval
 from ..training.model import Model
+from .serving_spec import ServingSpec
 from .two_tower import batch_candidates, distinct_rows, global_batch_loss
 
 
@@ -118,11 +119,9 @@ class MultiTaskModel(Model):
         return self.rating_weight * rating_loss + self.retrieval_weight * retrieval_loss
 
     @torch.no_grad()
-    def serving_spec(self):
+    def serving_spec(self) -> ServingSpec:
         """What :func:`recstack.serving.export` bundles: user tower on ``user_id``, movie tower
         on ``title_id`` and the rating head (so bundles can ``predict_rating``)."""
-        from ..serving.bundle import ServingSpec
-
         return ServingSpec(self.user_model, "user_id", self.movie_model, "title_id",
                            rating_head=self.rating_model, kind="multitask")
 
