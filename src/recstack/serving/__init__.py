@@ -20,10 +20,10 @@ from .bundle import (
     serving_spec,
     verify_bundle,
 )
-from .tower_registry import register_tower, registered_towers, tower_config, tower_from_config
+from .tower_registry import TOWERS, register_tower, registered_towers, tower_config, tower_from_config
 
 __all__ = [
-    "Bundle", "Recommendation", "ServingSpec", "UnknownFieldError", "UnknownItemError", "export", "load_bundle",
+    "Bundle", "Recommendation", "ServingSpec", "TOWERS", "UnknownFieldError", "UnknownItemError", "export", "load_bundle",
     "read_manifest", "register_tower", "registered_towers", "serving_spec", "tower_config", "tower_from_config",
     "verify_bundle",
 ]
