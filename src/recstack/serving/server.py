@@ -46,7 +46,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import ConfigError, DataError, RecstackError
-from .bundle import Bundle, UnknownFieldError, UnknownItemError, load_bundle
+from .bundle import load_bundle
+from .query import Bundle, UnknownFieldError, UnknownItemError
 from .prometheus import Counter, Gauge, Histogram, Registry
 from .schemas import (
     ErrorResponse,
