@@ -90,8 +90,8 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str
         details.append({"field": where, "message": message, "type": kind})
     for entry in unions.values():
         kinds = entry.pop("kinds")
-        entry["message"] = (f"must be {' or '.join(kinds) if len(kinds) < 3 else ', '.join(kinds[:-1]) + ' or ' + kinds[-1]}"
-                            f"; got {entry.pop('input')!r}")
+        allowed = " or ".join([", ".join(kinds[:-1]), kinds[-1]] if len(kinds) > 1 else kinds)
+        entry["message"] = f"must be {allowed}; got {entry.pop('input')!r}"
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5]) or "invalid request"
     return summary, details
 
