@@ -61,7 +61,7 @@ def test_round_trip_equals_the_in_memory_model(bundle_dir, model, features, inte
 
 def test_manifest_describes_the_bundle(bundle_dir):
     manifest = read_manifest(bundle_dir)
-    assert manifest["format_version"] == 1 and manifest["model_kind"] == "two_tower"
+    assert manifest["format_version"] == 2 and manifest["model_kind"] == "two_tower"
     assert manifest["embedding_dim"] == 8 and manifest["num_candidates"] == len(TITLES)
     assert manifest["torch_version"] == torch.__version__ and manifest["created_at"].endswith("+00:00")
     assert manifest["index"]["kind"] == "brute_force" and manifest["index"]["is_exact"]
@@ -276,7 +276,7 @@ def test_overwrite_replaces_atomically(tmp_path, model, features, movies):
 
 def test_fast_lookups_match_the_layers():
     from recstack.features import IntegerLookup
-    from recstack.serving.bundle import SortedKeys, _FastLookup
+    from recstack.serving.query import SortedKeys, _FastLookup
     rng = np.random.default_rng(0)
     vocab = [f"tok{i}" for i in rng.permutation(500)]
     layer = StringLookup(vocabulary=vocab)

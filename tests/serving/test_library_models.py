@@ -1,57 +1,52 @@
-"""Bundling the library's own models: feature towers with dict inputs, and the multi-task model."""
+"""Bundling the library's own models: feature towers, and the multi-task model."""
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from recstack.features import Discretization, FeatureSet, Normalization, StringLookup, TextVectorization
+from recstack.features import FeatureSet, StringLookup
 from recstack.index import BruteForce
 from recstack.serving import export, load_bundle
 
 from .conftest import TITLES, USERS
 
 
-def test_feature_towers_round_trip_through_their_config_protocol(tmp_path):
-    """QueryTower/CandidateTower rebuild from get_config/from_config; found by import path."""
-    towers = pytest.importorskip("recstack.models.towers")
+def test_feature_towers_round_trip_through_their_registered_name(tmp_path):
+    """FeatureTowers (the towers of ``recstack train``) with side-feature tables, a time feature and
+    an MLP head rebuild from the name "feature_tower" and their config; weights carry the tables."""
+    from recstack.models.feature_tower import FeatureTower
     from recstack.models.two_tower import TwoTowerRetrieval
     from recstack.tasks import Retrieval
 
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame({"user_id": rng.choice(USERS, 500), "timestamp": rng.integers(0, 10_000, 500),
-                          "movie_title": rng.choice(TITLES, 500)})
-    fs = FeatureSet({"user_id": StringLookup()})
-    fs.add("timestamp_bucket", Discretization.equal_width(0, 10_000, 20), "timestamp")
-    fs.add("timestamp_norm", Normalization(), "timestamp")
-    fs.add("title_id", StringLookup(), "movie_title")
-    fs.add("title_tokens", TextVectorization(max_tokens=200), "movie_title")
-    fs.fit(table)
-    fs["title_id"].set_vocabulary(TITLES)              # every candidate in vocabulary
-
-    q_args = {"num_users": fs["user_id"].vocabulary_size(), "layer_sizes": [16, 8], "embedding_dim": 8,
-              "num_timestamp_buckets": fs["timestamp_bucket"].num_buckets(), "use_timestamp": True}
-    c_args = {"num_titles": fs["title_id"].vocabulary_size(), "layer_sizes": [16, 8], "embedding_dim": 8,
-              "num_tokens": fs["title_tokens"].vocabulary_size(), "use_text": True}
+    fs = FeatureSet({"user_id": StringLookup(vocabulary=USERS)})
+    fs.add("title_id", StringLookup(vocabulary=TITLES), "movie_title")
     torch.manual_seed(0)
-    query, cand = towers.QueryTower(**q_args), towers.CandidateTower(**c_args)
-    model = TwoTowerRetrieval(query, cand, Retrieval(), query_inputs=["user_id", "timestamp_bucket", "timestamp_norm"],
-                              candidate_inputs=["title_id", "title_tokens"])
-    path = export(model, tmp_path / "b", candidates=pd.DataFrame({"movie_title": TITLES}), features=fs,
-                  candidate_key="movie_title")
+    query = FeatureTower(fs["user_id"].vocabulary_size(), 8, categorical_sizes=[3], num_numeric=2,
+                         layer_sizes=[16, 8], timestamp_buckets=5)
+    query.set_feature_tables(categorical=torch.randint(0, 3, (len(USERS) + 1, 1)),
+                             numeric=torch.randn(len(USERS) + 1, 2))
+    query.fit_timestamps(torch.arange(0, 10_000, 7))
+    cand = FeatureTower(fs["title_id"].vocabulary_size(), 8, text_vocab_size=20, text_length=3, layer_sizes=[8])
+    cand.set_feature_tables(text=torch.randint(0, 20, (len(TITLES) + 1, 3)))
+    model = TwoTowerRetrieval(query, cand, Retrieval(), query_inputs="user_id", candidate_inputs="title_id")
+    path = export(model, tmp_path / "b", candidates=pd.DataFrame({"movie_title": TITLES}), features=fs)
+    assert load_json(path / "query_tower.json")["type"] == "feature_tower"
     bundle = load_bundle(path)
-    assert bundle.query_fields == ["user_id", "timestamp"]
-    requests = [{"user_id": "u4", "timestamp": 1234}, {"user_id": "u9", "timestamp": 9000}]
     with torch.no_grad():
-        inputs = fs.transform({"user_id": ["u4", "u9"], "timestamp": [1234, 9000], "movie_title": TITLES[:2]})
-        q = query({k: inputs[k] for k in ("user_id", "timestamp_bucket", "timestamp_norm")})
-        c_in = fs.transform({"user_id": ["u0"] * len(TITLES), "timestamp": [0] * len(TITLES), "movie_title": TITLES})
-        c = cand({"title_id": c_in["title_id"], "title_tokens": c_in["title_tokens"]})
+        q = query.eval()(fs["user_id"].transform(["u4", "u9"]))
+        c = cand.eval()(fs["title_id"].transform(TITLES))
     scores, pos = BruteForce().build(None, c).search(q, k=6)
-    recs = bundle.recommend(requests, k=6)
+    recs = bundle.recommend([{"user_id": "u4"}, {"user_id": "u9"}], k=6)
     for r, rec in enumerate(recs):
         assert rec.items == [TITLES[i] for i in pos[r]]
         np.testing.assert_allclose(rec.scores, scores[r].numpy(), rtol=1e-5)
+
+
+def load_json(path):
+    return json.loads(path.read_text())
 
 
 def test_multitask_model_with_its_rating_head(tmp_path):

@@ -1,6 +1,7 @@
 """Tower configs: rebuild + load_state_dict reproduces the outputs."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 from recstack.core.errors import ConfigError
 from recstack.features import StringLookup
 from recstack.layers import MLP, Dense, Embedding
-from recstack.serving import register_tower, tower_config, tower_from_config
+from recstack.serving import TOWERS, register_tower, tower_config, tower_from_config
 
 
 def round_trip(module):
@@ -37,7 +38,7 @@ def test_round_trip_reproduces_outputs(make, inputs):
 
 def test_mlp_config_reads_its_constructor_arguments():
     config = tower_config(MLP(6, [5, 4, 2], activation="elu", l2=0.5))
-    assert config == {"type": "recstack.layers.MLP", "config": {
+    assert config == {"type": "mlp", "config": {
         "in_features": 6, "layer_sizes": [5, 4, 2], "activation": "elu", "final_activation": None, "l2": 0.5}}
 
 
@@ -62,10 +63,31 @@ def test_user_towers_need_registration():
     module = nn.Sequential(nn.Linear(3, 3), Scaled(3, 2.0))
     with pytest.raises(ConfigError, match="register_tower"):
         tower_config(module)
-    register_tower(Scaled, name="tests.Scaled")
+    register_tower(Scaled, name="tests.scaled")
+    assert tower_config(module)["config"]["layers"][1]["type"] == "tests.scaled"
     rebuilt = round_trip(module)
     x = torch.randn(2, 3)
     assert torch.equal(rebuilt(x), module(x))
+    with pytest.raises(ConfigError, match="already taken"):
+        register_tower(nn.GRU, name="tests.scaled", to_config=lambda m: {}, from_config=lambda c: nn.GRU(1, 1))
+
+
+def test_configs_record_registered_names_not_import_paths():
+    from recstack.models.feature_tower import FeatureTower
+
+    config = tower_config(nn.Sequential(StringLookup(vocabulary=["a"]), FeatureTower(2, 4, layer_sizes=[3])))
+    assert [layer["type"] for layer in config["config"]["layers"]] == ["preprocessing", "feature_tower"]
+    assert config["type"] == "sequential"
+
+
+@pytest.mark.parametrize("old, new", [
+    ("torch.nn.Sequential", "sequential"), ("recstack.features", "preprocessing"),
+    ("recstack.layers.MLP", "mlp"), ("torch.nn.Linear", "linear"),
+    ("recstack.cli.feature_towers.FeatureTower", "feature_tower"),
+])
+def test_format_1_import_path_names_are_aliases(old, new):
+    """Bundles written before the registry recorded import paths; they name the same codecs."""
+    assert TOWERS.canonical(old) == new
 
 
 def test_unknown_or_foreign_types_are_refused():
@@ -73,7 +95,10 @@ def test_unknown_or_foreign_types_are_refused():
         tower_config(nn.GRU(3, 3))
     with pytest.raises(ConfigError, match="unknown tower type"):
         tower_from_config({"type": "os.system", "config": {}})
-    with pytest.raises(ConfigError, match="not available"):
-        tower_from_config({"type": "recstack.nothing.Here", "config": {}})
+    # A recstack import path that is not a registered alias is refused without importing it.
+    sys.modules.pop("recstack.experiment.run_dir", None)
+    with pytest.raises(ConfigError, match="unknown tower type"):
+        tower_from_config({"type": "recstack.experiment.run_dir.RunDir", "config": {}})
+    assert "recstack.experiment.run_dir" not in sys.modules
     with pytest.raises(ConfigError, match="malformed"):
-        tower_from_config({"type": "recstack.layers.Dense", "config": {"bogus": 1}})
+        tower_from_config({"type": "dense", "config": {"bogus": 1}})

@@ -1,23 +1,28 @@
 """Request and response models of the HTTP API (pydantic, from the ``serve`` extra).
 
-Requests forbid unknown fields, so a typo (``"exlude_seen"``) is a 422 naming
-the field rather than a silently ignored option. Limits that depend on the
-server's settings (k, batch size, list lengths) are checked in the handlers
-with messages that quote the limit.
+Requests are strict: nothing is coerced. ``k`` is a JSON integer (not ``true``,
+not ``"5"``, not ``5.0``), ``exclude_seen`` a JSON boolean (not ``"yes"``), a query
+value a string, an integer or a finite number (a boolean is refused, and a
+float for an id field is refused by the bundle instead of becoming an unknown
+user), item ids strings or integers. Requests forbid unknown fields, so a typo
+(``"exlude_seen"``) is a 422 naming the field rather than a silently ignored
+option. Limits that depend on the server's settings (k, batch size, list
+lengths) are checked in the handlers with messages that quote the limit.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
-QueryValue = str | int | float
-ItemId = str | int
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+QueryValue = StrictStr | StrictInt | FiniteFloat
+ItemId = StrictStr | StrictInt
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class RecommendRequest(_Strict):
@@ -27,8 +32,8 @@ class RecommendRequest(_Strict):
         None, description="Raw query fields, e.g. {\"user_id\": \"42\"}.", examples=[{"user_id": "42"}])
     queries: list[dict[str, QueryValue]] | None = Field(
         None, description="A batch of queries (at most the server's max_batch).")
-    k: int = Field(10, ge=1, description="Items per query (at most the server's max_k).")
-    exclude_seen: bool = Field(True, description="Drop items the query key already interacted with.")
+    k: StrictInt = Field(10, ge=1, description="Items per query (at most the server's max_k).")
+    exclude_seen: StrictBool = Field(True, description="Drop items the query key already interacted with.")
     allow: list[ItemId] | None = Field(None, description="Only these item ids may be returned.")
     exclude: list[ItemId] | None = Field(None, description="Item ids never to return.")
 
