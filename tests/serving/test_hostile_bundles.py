@@ -293,8 +293,8 @@ def test_an_unknown_index_kind_is_refused(bundle_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def postgres_dsn():
-    pgvector = pytest.importorskip("recstack.index.pgvector_index")
     pytest.importorskip("psycopg")
+    from recstack.testing import postgres as pgvector
     bin_dir = pgvector.find_postgres_bin()
     if bin_dir is None or not pgvector.pgvector_installed(bin_dir):
         pytest.skip("no PostgreSQL with pgvector on this machine")
