@@ -5,7 +5,7 @@ none of the code that trained the model:
 
     manifest.json                 schema in recstack.serving.manifest; SHA-256 + size of every other file
     query_features.json           fitted preprocessing of the query fields (FeatureSet JSON)
-    query_tower.json              tower architecture by registered names (recstack.serving.tower_registry)
+    query_tower.json              tower architecture by registered names (recstack.models.tower_codec)
     query_tower.safetensors       tower weights (.npz when safetensors is not installed)
     candidates/identifiers.npy    raw candidate ids (str or int), position = candidate id
     candidates/embeddings.npy     float32 [C, d] candidate-tower outputs
@@ -43,10 +43,10 @@ from ..index import make_index
 from ..index.base import Index
 from ..layers.candidates import embed_in_batches
 from ..models.serving_spec import ServingSpec, serving_spec
+from ..models.tower_codec import tower_config
 from .bundle_index import public_params, write_index
 from .inputs import input_names, raw_inputs, select, table_columns
 from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION, SEEN_FILES, manifest_digest
-from .tower_registry import tower_config
 from .weights import save_weights
 
 __all__ = ["export"]
