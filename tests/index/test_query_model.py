@@ -1,7 +1,9 @@
 """BruteForce's saved query model: the tower codec shared with serving bundles (one table of type
-names), and indexes saved by the previous layout with a query model (tests/index/fixtures)."""
+names), indexes saved by the previous layout with a query model (tests/index/fixtures), and the
+rule that loading reads only the files index.json lists."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from recstack.core.errors import ConfigError
+from recstack.core.errors import ConfigError, DataError
 from recstack.features import StringLookup
 from recstack.index import BruteForce, load_index, register_query_layer
 from recstack.layers import MLP, Embedding
@@ -105,3 +107,42 @@ def test_a_non_default_activation_is_refused_not_saved_as_the_default(tmp_path):
     index = BruteForce(nn.Sequential(nn.Embedding(3, 2), nn.GELU(approximate="tanh")))
     with pytest.raises(ConfigError, match="cannot save the query model without pickle.*non-default"):
         index.build(None, np.eye(2, dtype=np.float32)).save(tmp_path / "gelu")
+
+
+# -- loading reads only the files index.json lists -------------------------------------------
+def test_an_unlisted_file_in_the_folder_changes_nothing(tmp_path):
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    q = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
+    plain = BruteForce(k=3).build(np.arange(8) * 2, x)
+    plain.save(tmp_path / "plain")
+    expected = plain.search(q)
+    # Another index's optional files (string identifiers, a query model) dropped into the folder.
+    BruteForce(nn.Embedding(4, 3), k=3).build(None, x, identifiers=[f"t{i}" for i in range(8)]).save(tmp_path / "other")
+    for name in ("identifiers.npy", "query_model.json", "query_model.npz"):
+        shutil.copy(tmp_path / "other" / name, tmp_path / "plain" / name)
+    loaded = load_index(tmp_path / "plain")
+    assert loaded.query_model is None
+    scores, got = loaded.search(q)
+    assert got.dtype.kind == "i"
+    np.testing.assert_array_equal(got, expected[1])
+    assert torch.equal(scores, expected[0])
+
+
+def test_a_needed_file_the_index_json_does_not_list_is_an_error(tmp_path):
+    BruteForce().build(None, np.eye(3, dtype=np.float32)).save(tmp_path / "bf")
+    state = json.loads((tmp_path / "bf" / "index.json").read_text())
+    state["files"].remove("ids.npy")
+    (tmp_path / "bf" / "index.json").write_text(json.dumps(state))
+    with pytest.raises(DataError, match="does not list ids.npy"):
+        load_index(tmp_path / "bf")
+
+
+# -- load_index(directory, **param_overrides) -------------------------------------------------
+def test_load_index_overrides_saved_parameters(tmp_path):
+    BruteForce(k=4, max_scores_in_memory=64).build(None, np.eye(3, dtype=np.float32)).save(tmp_path / "bf")
+    loaded = load_index(tmp_path / "bf", k=2)
+    assert (loaded.k, loaded.max_scores_in_memory) == (2, 64)
+    assert load_index(tmp_path / "bf", k=None).k == BruteForce().k          # None: the constructor default
+    assert load_index(tmp_path / "bf").k == 4
+    with pytest.raises(ConfigError, match="does not take"):
+        load_index(tmp_path / "bf", nprobe=3)
