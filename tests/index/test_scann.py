@@ -1,5 +1,7 @@
 """ScaNN backend (skipped when the scann package is not installed)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,20 @@ def test_remove_mirrors_scann_swap_deletes(data):
     index.set_search_params(leaves_to_search=10**6, reorder=x.shape[0])
     ref, _ = numpy_top_k(q, x, ids, 10)
     np.testing.assert_array_equal(index.search(q, k=10)[1], np.stack(ref))
+
+
+def test_an_unlisted_embeddings_file_changes_nothing(data, tmp_path):
+    """ScaNN's re-ordering keeps the vectors (scann/dataset.npy, listed); an embeddings.npy that the
+    saved index did not write is not read in their place."""
+    ids, x, q = data
+    index = ScaNN(num_leaves=10, leaves_to_search=10, reorder=500).build(ids[:500], x[:500])
+    index.save(tmp_path / "s")
+    files = json.loads((tmp_path / "s" / "index.json").read_text())["files"]
+    assert "embeddings.npy" not in files and "scann/dataset.npy" in files
+    np.save(tmp_path / "s" / "embeddings.npy", np.zeros_like(x[:500]))
+    loaded = load_index(tmp_path / "s")
+    np.testing.assert_array_equal(loaded.vectors(ids[:20]).numpy(), x[:20])
+    s1, i1 = index.search(q, k=10)
+    s2, i2 = loaded.search(q, k=10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1.numpy(), s2.numpy(), rtol=1e-6)

@@ -154,8 +154,24 @@ def test_allow_and_exclude(bundle_dir, model, features, interactions):
         bundle.recommend({"user_id": "u5"}, allow=["nope"])
 
 
+def test_exclude_seen_and_exclude_combine_per_query(bundle_dir, model, features, interactions):
+    """A batch mixing a key with seen items, an unknown key and a repeat: each row excludes its own
+    seen items plus the request's exclude list (numpy reference)."""
+    bundle = load_bundle(bundle_dir)
+    users = ["u5", "not a user", "u5", "u7"]
+    q, c = in_memory(model, features, users)
+    s = q.double().numpy() @ c.double().numpy().T
+    recs = bundle.recommend([{"user_id": u} for u in users], k=12, exclude=TITLES[:2])
+    for r, user in enumerate(users):
+        masked = s[r].copy()
+        masked[seen_positions(interactions, user) + [0, 1]] = -np.inf
+        assert recs[r].items == [TITLES[i] for i in np.argsort(-masked, kind="stable")[:12]]
+
+
 def test_query_validation(bundle_dir):
     bundle = load_bundle(bundle_dir)
+    with pytest.raises(ConfigError, match="brute_force"):
+        load_bundle(bundle_dir, index="brute_forse")
     with pytest.raises(UnknownFieldError, match="unknown field"):
         bundle.recommend({"user_id": "u1", "age": 3})
     with pytest.raises(UnknownFieldError, match="lacks"):
@@ -186,6 +202,9 @@ def test_faiss_bundle_matches_an_in_memory_faiss_index(tmp_path, model, features
     assert exact.index.is_exact
     s_ref, p_ref = BruteForce().build(None, c).search(q, k=10)
     assert exact.recommend({"user_id": "u1"}, k=10).items == [TITLES[i] for i in p_ref[0]]
+    # An override names a kind by its registered name or any alias of it.
+    assert load_bundle(tuned, index="exact").index.is_exact
+    assert load_bundle(tuned, index="faiss").index.kind == "faiss_ivf"     # the bundle's own index
 
 
 class MultiTask(nn.Module):

@@ -1,4 +1,5 @@
-"""Tower configs: rebuild + load_state_dict reproduces the outputs."""
+"""Tower configs (recstack.models.tower_codec, re-exported by recstack.serving): rebuild +
+load_state_dict reproduces the outputs; what cannot be described is refused, not approximated."""
 
 import json
 import sys
@@ -68,7 +69,7 @@ def test_user_towers_need_registration():
     rebuilt = round_trip(module)
     x = torch.randn(2, 3)
     assert torch.equal(rebuilt(x), module(x))
-    with pytest.raises(ConfigError, match="already taken"):
+    with pytest.raises(ConfigError, match="already registered"):
         register_tower(nn.GRU, name="tests.scaled", to_config=lambda m: {}, from_config=lambda c: nn.GRU(1, 1))
 
 
@@ -83,10 +84,13 @@ def test_configs_record_registered_names_not_import_paths():
 @pytest.mark.parametrize("old, new", [
     ("torch.nn.Sequential", "sequential"), ("recstack.features", "preprocessing"),
     ("recstack.layers.MLP", "mlp"), ("torch.nn.Linear", "linear"),
-    ("recstack.cli.feature_towers.FeatureTower", "feature_tower"),
+    ("recstack.cli.feature_towers.FeatureTower", "feature_tower"), ("torch.nn.Embedding", "torch_embedding"),
+    ("recstack.layers.Embedding", "embedding"), ("recstack.layers.Dense", "dense"),
+    ("torch.nn.LayerNorm", "layer_norm"), ("torch.nn.ELU", "elu"),
 ])
 def test_format_1_import_path_names_are_aliases(old, new):
-    """Bundles written before the registry recorded import paths; they name the same codecs."""
+    """Bundles (and BruteForce query models) written before the registry recorded import paths;
+    they name the same codecs."""
     assert TOWERS.canonical(old) == new
 
 
@@ -102,3 +106,24 @@ def test_unknown_or_foreign_types_are_refused():
     assert "recstack.experiment.run_dir" not in sys.modules
     with pytest.raises(ConfigError, match="malformed"):
         tower_from_config({"type": "dense", "config": {"bogus": 1}})
+
+
+@pytest.mark.parametrize("activation", [nn.ELU(alpha=2.0), nn.GELU(approximate="tanh")], ids=["elu", "gelu"])
+def test_an_activation_with_arguments_the_config_cannot_store_is_refused(activation):
+    """Stored without arguments, it would come back as the default and compute something else."""
+    with pytest.raises(ConfigError, match="non-default"):
+        tower_config(nn.Sequential(nn.Linear(2, 2), activation))
+    dense = Dense(2, 2, activation="elu")
+    dense.act = activation
+    with pytest.raises(ConfigError, match="non-default"):
+        tower_config(dense)
+
+
+def test_an_mlp_with_replaced_layers_is_stored_as_the_sequential_of_its_layers():
+    torch.manual_seed(0)
+    mlp = MLP(3, [4, 4, 2], activation="relu")
+    mlp[1].act = nn.Tanh()                                       # no longer what MLP(...) builds
+    config = tower_config(mlp)
+    assert config["type"] == "sequential" and [c["type"] for c in config["config"]["layers"]] == ["dense"] * 3
+    x = torch.randn(5, 3)
+    assert torch.equal(round_trip(mlp)(x), mlp.eval()(x))

@@ -14,7 +14,7 @@ from ..core.errors import ConfigError, DataError, ShapeError
 from ..core.id_lists import IdLists
 from ..layers.candidates import IdPositions, embed_in_batches
 from .arrays import as_ids, check_finite, check_unique, checked_ids, load_npy
-from .contract import Index
+from .contract import Index, saved_file
 from .filters import allow_rows, exclusion_rows
 from .query_model import load_query_model, save_query_model
 from .registry import register_index
@@ -285,11 +285,14 @@ class BruteForce(Index):
         return files
 
     def _load_files(self, directory: Path, state: dict[str, Any]) -> None:
-        emb = np.array(load_npy(directory / "embeddings.npy"), dtype=np.float32)
-        ids = load_npy(directory / "ids.npy").astype(np.int64)
-        ident_path = directory / "identifiers.npy"
-        self.build(ids, emb, identifiers=load_npy(ident_path) if ident_path.exists() else None)
-        if "query_model.json" in state.get("files", []):
+        """The files ``state`` lists: embeddings.npy, ids.npy, and identifiers.npy / the query model
+        when the saved index had them (an unlisted file in the folder is not read)."""
+        emb = np.array(load_npy(saved_file(directory, state, "embeddings.npy")), dtype=np.float32)
+        ids = load_npy(saved_file(directory, state, "ids.npy")).astype(np.int64)
+        ident_path = saved_file(directory, state, "identifiers.npy", required=False)
+        self.build(ids, emb, identifiers=None if ident_path is None else load_npy(ident_path))
+        if saved_file(directory, state, "query_model.json", required=False) is not None:
+            saved_file(directory, state, "query_model.npz")        # its weights must be listed too
             self.query_model = load_query_model(directory)
 
 

@@ -16,8 +16,10 @@ non-finite queries, each error naming the first offending row.
 
 Persistence: ``save(directory)`` writes ``index.json`` (the registered ``kind``,
 constructor parameters, metadata, file list) plus backend files;
-:func:`recstack.index.load_index` rebuilds any kind from it. Nothing is
-unpickled: arrays are ``.npy`` files read with ``allow_pickle=False``.
+:func:`recstack.index.load_index` rebuilds any kind from it. Loading reads only
+the files ``index.json`` lists (:func:`saved_file`): another file lying in the
+folder changes nothing. Nothing is unpickled: arrays are ``.npy`` files read
+with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from __future__ import annotations
 import abc
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from ..core.errors import ConfigError, ShapeError
+from ..core.errors import ConfigError, DataError, ShapeError
 from ..core.id_lists import IdLists
 from ..core.io import atomic_write_json
 from .arrays import as_ids, as_numpy_f32
@@ -105,7 +108,7 @@ class Index(abc.ABC):
 
     @abc.abstractmethod
     def _load_files(self, directory: Path, state: dict[str, Any]) -> None:
-        """Restore backend state from ``directory``."""
+        """Restore backend state from the files of ``directory`` that ``state["files"]`` lists."""
 
     def remove(self, ids: Any) -> int:
         """Delete candidates by id; returns how many were removed."""
@@ -187,7 +190,8 @@ class Index(abc.ABC):
         try:
             index = cls(**state.get("params", {}))
         except TypeError as exc:
-            raise ConfigError(f"{directory}/index.json has parameters this recstack does not know: {exc}") from exc
+            raise ConfigError(f"{directory}/index.json (with the parameters passed to load it) has parameters "
+                              f"{cls.__name__} does not take: {exc}") from exc
         index.__dict__["_metadata"] = dict(state.get("metadata", {}))
         index._load_files(directory, state)
         return index
@@ -209,3 +213,25 @@ def read_index_json(directory: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} has index format version {state['version']}; "
                           f"this recstack reads <= {INDEX_VERSION}.")
     return state
+
+
+def saved_file(directory: Path, state: Mapping[str, Any], name: str, required: bool = True) -> Path | None:
+    """``directory / name`` if the index's ``index.json`` (``state``) lists ``name`` among its files.
+
+    Loading goes through this, so a file the saved index does not list is never read,
+    whatever else lies in the folder (an optional file is present exactly when the
+    index that was saved had it).
+
+    Returns:
+        the path, or None for an unlisted optional file.
+
+    Raises:
+        DataError: a ``required`` file is not listed.
+    """
+    files = state.get("files", [])
+    if isinstance(files, list) and name in files:
+        return directory / name
+    if required:
+        raise DataError(f"{directory}/index.json does not list {name}, which a {state.get('kind')!r} index "
+                        "needs; save the index again.")
+    return None

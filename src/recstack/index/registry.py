@@ -52,8 +52,20 @@ def make_index(kind: str = "brute_force", **options: Any) -> Index:
     return INDEXES.get(str(kind).lower())(**options)
 
 
-def load_index(directory: str | os.PathLike) -> Index:
-    """Load any index saved with ``index.save(directory)``, whatever its kind."""
+def load_index(directory: str | os.PathLike, **param_overrides: Any) -> Index:
+    """Load any index saved with ``index.save(directory)``, whatever its kind.
+
+    Args:
+        directory: the saved index's folder (``index.json`` and the files it lists).
+        param_overrides: constructor parameters that replace the saved ones of the same
+            name, e.g. ``dsn=`` for a database-backed index whose connection is the
+            caller's; an override of None drops the saved value (the constructor's
+            default applies).
+    """
     directory = Path(directory)
     state = read_index_json(directory)
+    if param_overrides:
+        params = {**state.get("params", {}), **param_overrides}
+        state = {**state, "params": {k: v for k, v in params.items()
+                                     if not (k in param_overrides and param_overrides[k] is None)}}
     return INDEXES.get(str(state["kind"])).restore(directory, state)

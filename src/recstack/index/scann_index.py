@@ -34,6 +34,7 @@ import torch
 from ..core.errors import ConfigError, DataError, ShapeError
 from .approximate import ApproximateIndex
 from .arrays import as_ids, as_numpy_f32, build_inputs, load_npy
+from .contract import saved_file
 from .registry import register_index
 
 
@@ -247,12 +248,15 @@ class ScaNN(ApproximateIndex):
             raise DataError(f"{assets} contains scann_docids.pkl; recstack never writes it and will not unpickle it.")
         if not (assets / "scann_assets.pbtxt").exists():
             raise FileNotFoundError(f"ScaNN assets missing in {assets}")
+        saved_file(directory, state, "scann/scann_assets.pbtxt")      # the assets the saved index wrote
         self._searcher = scann.scann_ops_pybind.load_searcher(str(assets), assets_backcompat_shim=False)
         if self.num_threads is not None:
             self._searcher.set_num_threads(int(self.num_threads))
-        own = directory / "embeddings.npy"
-        self._x = np.array(load_npy(own if own.exists() else assets / "dataset.npy"), dtype=np.float32)
-        self._set_positions(load_npy(directory / "ids.npy").astype(np.int64))
+        # The vectors: our own copy when the saved index wrote one, else ScaNN's re-ordering data.
+        vectors = saved_file(directory, state, "embeddings.npy", required=False) \
+            or saved_file(directory, state, "scann/dataset.npy")
+        self._x = np.array(load_npy(vectors), dtype=np.float32)
+        self._set_positions(load_npy(saved_file(directory, state, "ids.npy")).astype(np.int64))
         if self._x.shape[0] != self._pos_ids.shape[0]:
             raise DataError(f"{directory}: {self._pos_ids.shape[0]} ids but {self._x.shape[0]} stored vectors.")
         if self._searcher.size() != self._pos_ids.shape[0]:

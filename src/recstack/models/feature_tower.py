@@ -18,7 +18,7 @@ recommendation needs::
 
 With no features and no layers the tower is exactly the id embedding of the
 TFRS basic-retrieval tutorial. The towers implement ``get_config`` /
-``from_config`` so bundles can rebuild them (recstack.serving.tower_registry).
+``from_config`` so bundles can rebuild them (recstack.models.tower_codec).
 """
 
 from __future__ import annotations

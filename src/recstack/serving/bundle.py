@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError
+from ..core.id_lists import IdLists
 from ..features.feature_set import FeatureSet
 from .query import Bundle, SortedKeys
 from .bundle_index import open_index
@@ -76,8 +77,7 @@ def load_bundle(directory: str | os.PathLike, verify: bool = True, index: str | 
     return Bundle(Path(directory), manifest, query_fs, tower, identifiers, embeddings, idx, seen, head)
 
 
-def _load_seen(files: BundleFiles, info: Mapping[str, Any], num: int, mmap: bool
-               ) -> tuple[SortedKeys, np.ndarray, np.ndarray]:
+def _load_seen(files: BundleFiles, info: Mapping[str, Any], num: int, mmap: bool) -> tuple[SortedKeys, IdLists]:
     """The CSR seen lists, with shapes from the manifest's counts and offsets / positions in range."""
     keys_name, indptr_name, indices_name = SEEN_FILES
     num_keys, num_pairs = info["num_keys"], info["num_pairs"]
@@ -90,4 +90,4 @@ def _load_seen(files: BundleFiles, info: Mapping[str, Any], num: int, mmap: bool
     if num_pairs and (int(indices.min()) < 0 or int(indices.max()) >= num):
         raise UnsafeBundleError(f"bundle file {indices_name} holds positions outside the {num} candidates; "
                                 "refusing the bundle.")
-    return SortedKeys(keys), indptr, indices
+    return SortedKeys(keys), IdLists(indptr, indices)

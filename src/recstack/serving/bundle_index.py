@@ -24,9 +24,7 @@ import numpy as np
 
 from ..core.errors import ConfigError, DataError
 from ..core.io import atomic_write_json
-from ..index import PgVector, PgVectorHNSW
-from ..index.base import Index, load_index
-from ..index.brute_force import BruteForce
+from ..index import INDEXES, BruteForce, Index, load_index
 from .sandbox import BundleFiles, UnsafeBundleError, check_name
 
 __all__ = ["CONNECTION_KEYS", "DATABASE_KINDS", "FILE_KINDS", "open_index", "public_params", "write_index"]
@@ -71,17 +69,18 @@ def open_index(files: BundleFiles, manifest: Mapping[str, Any], embeddings: np.n
         files: the bundle's checked files.
         manifest: its validated manifest.
         embeddings: the candidate embeddings [C, d] (for ``override="brute_force"``).
-        override: None (the bundle's index) or "brute_force" / "exact" (exact search over
-            ``embeddings`` instead).
+        override: None (the bundle's index) or "brute_force" (or an alias of it, e.g. "exact":
+            exact search over ``embeddings`` instead).
         connection: for a database-backed index, the operator's connection: ``dsn`` and
             optionally ``password_env``, ``settings``, ``table``, ``connect_timeout``.
     """
     info = manifest["index"]
     kind = info.get("kind")
     num, dim = int(manifest["num_candidates"]), int(manifest["embedding_dim"])
-    if override in ("brute_force", "exact"):
+    wanted = None if override is None else INDEXES.canonical(str(override).lower())
+    if wanted == "brute_force":
         return BruteForce().build(np.arange(num), np.array(embeddings))
-    if override not in (None, kind):
+    if wanted not in (None, kind):
         raise ConfigError(f"index override must be None or 'brute_force'; got {override!r}.")
     if kind not in FILE_KINDS | DATABASE_KINDS:
         raise UnsafeBundleError(f"bundle index kind {kind!r} is not one a bundle may use "
@@ -125,13 +124,8 @@ def _database_index(files: BundleFiles, kind: str, folder: str, state: dict[str,
     if unknown or not isinstance(connection.get("dsn"), str):
         raise ConfigError(f"index_connection takes a 'dsn' string and optionally {sorted(OPERATOR_KEYS - {'dsn'})}; "
                           f"got keys {sorted(connection)}.")
-    cls = {"pgvector": PgVector, "pgvector_hnsw": PgVectorHNSW}[kind]
-    params = {k: v for k, v in params.items() if k not in CONNECTION_KEYS}
-    params.update(connection)
-    try:
-        index = cls(**params)
-    except TypeError as exc:
-        raise ConfigError(f"{folder}/index.json has parameters this recstack does not know: {exc}") from exc
-    index.metadata.update({k: v for k, v in state.get("metadata", {}).items() if k != "password"})
-    index._load_files(files.root / folder, state)   # the Index contract's restore hook (connects, checks the table)
+    # Connection details a format-1 bundle stored are dropped (None: the constructor's default);
+    # the operator's connection replaces them. Loading connects and checks the table.
+    index = load_index(files.root / folder, **{**dict.fromkeys(CONNECTION_KEYS), **connection})
+    index.metadata.pop("password", None)
     return index

@@ -5,7 +5,7 @@ none of the code that trained the model:
 
     manifest.json                 schema in recstack.serving.manifest; SHA-256 + size of every other file
     query_features.json           fitted preprocessing of the query fields (FeatureSet JSON)
-    query_tower.json              tower architecture by registered names (recstack.serving.tower_registry)
+    query_tower.json              tower architecture by registered names (recstack.models.tower_codec)
     query_tower.safetensors       tower weights (.npz when safetensors is not installed)
     candidates/identifiers.npy    raw candidate ids (str or int), position = candidate id
     candidates/embeddings.npy     float32 [C, d] candidate-tower outputs
@@ -35,18 +35,18 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, DataError
+from ..core.id_lists import IdLists
 from ..core.io import atomic_write_json, sha256_file
 from ..core.version import __version__
 from ..features.feature_set import FeatureSet
 from ..features.lookup import IntegerLookup, StringLookup
-from ..index import make_index
-from ..index.base import Index
+from ..index import Index, make_index
 from ..layers.candidates import embed_in_batches
 from ..models.serving_spec import ServingSpec, serving_spec
+from ..models.tower_codec import tower_config
 from .bundle_index import public_params, write_index
 from .inputs import input_names, raw_inputs, select, table_columns
 from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION, SEEN_FILES, manifest_digest
-from .tower_registry import tower_config
 from .weights import save_weights
 
 __all__ = ["export"]
@@ -289,15 +289,12 @@ def _write_seen(root: Path, seen: Any, seen_key: str, candidate_key: str, ident:
     keep = items >= 0           # interactions with items outside the candidates cannot be excluded
     keys_raw, items = keys_raw[keep], items[keep]
     uniq, key_idx = np.unique(keys_raw, return_inverse=True)
-    pairs = np.unique(np.stack([key_idx.astype(np.int64), items.astype(np.int64)]), axis=1)
-    counts = np.bincount(pairs[0], minlength=uniq.shape[0])
-    indptr = np.zeros(uniq.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
+    lists = IdLists.from_pairs(key_idx, items, num_keys=uniq.shape[0])     # rows sorted, repeats dropped
     (root / "seen").mkdir()
-    for name, array in zip(SEEN_FILES, (uniq.astype(str), indptr, pairs[1])):
+    for name, array in zip(SEEN_FILES, (uniq.astype(str), lists.indptr, lists.ids)):
         np.save(root / name, array, allow_pickle=False)
     return {"query_field": seen_key, "item_field": candidate_key, "num_keys": int(uniq.shape[0]),
-            "num_pairs": int(pairs.shape[1]), "dropped_unknown_items": int((~keep).sum())}
+            "num_pairs": int(lists.ids.shape[0]), "dropped_unknown_items": int((~keep).sum())}
 
 
 def _build_index(index: str | Index, options: Mapping[str, Any] | None, emb: np.ndarray) -> Index:

@@ -31,10 +31,11 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, DataError, RecstackError
+from ..core.id_lists import IdLists
 from ..features.base import PreprocessingLayer
 from ..features.feature_set import FeatureSet
 from ..features.lookup import IntegerLookup, StringLookup
-from ..index.base import Index, RowIds
+from ..index import Index
 from ..models.serving_spec import InputSpec
 from .inputs import raw_inputs, select
 
@@ -149,7 +150,7 @@ class Bundle:
 
     def __init__(self, directory: Path, manifest: dict[str, Any], query_features: FeatureSet | None,
                  query_tower: nn.Module, identifiers: np.ndarray, embeddings: np.ndarray, index: Index,
-                 seen: tuple[SortedKeys, np.ndarray, np.ndarray] | None, rating_head: nn.Module | None):
+                 seen: tuple[SortedKeys, IdLists] | None, rating_head: nn.Module | None):
         self.directory = directory
         self.manifest = manifest
         self.query_features = query_features
@@ -308,20 +309,13 @@ class Bundle:
         pos = self._identifier_lookup().lookup(keys if integer else keys.astype(str))
         return np.where(valid, pos, -1)
 
-    def _seen_rows(self, batch: list[Mapping[str, Any]]) -> RowIds | None:
+    def _seen_rows(self, batch: list[Mapping[str, Any]]) -> IdLists | None:
+        """The seen lists of the batch's keys, one row per query (unknown keys: empty)."""
         if self._seen is None:
             return None
-        keys, indptr, indices = self._seen
+        keys, lists = self._seen
         field_name = self.seen_field
-        pos = keys.lookup(np.asarray([str(q.get(field_name)) for q in batch], dtype=str))
-        known = pos >= 0
-        safe = np.where(known, pos, 0)
-        counts = np.where(known, indptr[safe + 1] - indptr[safe], 0)
-        out_ptr = np.zeros(len(batch) + 1, dtype=np.int64)
-        np.cumsum(counts, out=out_ptr[1:])
-        starts = np.repeat(indptr[safe], counts)
-        offsets = np.arange(out_ptr[-1]) - np.repeat(out_ptr[:-1], counts)
-        return RowIds(out_ptr, np.asarray(indices[starts + offsets], dtype=np.int64))
+        return lists.take(keys.lookup(np.asarray([str(q.get(field_name)) for q in batch], dtype=str)))
 
     def recommend(self, queries: Mapping[str, Any] | Sequence[Mapping[str, Any]], k: int = 10,
                   exclude_seen: bool = True, allow: Sequence[Any] | None = None,
@@ -345,12 +339,12 @@ class Bundle:
         if exclude:
             extra = self._positions(list(exclude))
             extra = extra[extra >= 0].astype(np.int64)
-            lists = RowIds(np.arange(len(batch) + 1, dtype=np.int64) * extra.shape[0], np.tile(extra, len(batch)))
-            rows = lists if rows is None else RowIds.concat_rows(rows, lists)
+            lists = IdLists.same(extra, len(batch))
+            rows = lists if rows is None else rows.union(lists)
         allow_spec = None
         if allow is not None:
             ids = self.item_ids(allow, "allow-list item")
-            allow_spec = RowIds(np.arange(len(batch) + 1, dtype=np.int64) * ids.shape[0], np.tile(ids, len(batch)))
+            allow_spec = IdLists.same(ids, len(batch))
         scores, ids = self.index.search(emb, k=k, exclude=rows, allow=allow_spec)
         out = self._results(scores, ids, oov)
         return out[0] if single else out

@@ -15,13 +15,13 @@ import math
 import struct
 import zipfile
 from pathlib import Path
-import numpy as np
+
 import torch
 from torch import nn
 
 from ..core.errors import ConfigError
+from ..models.tower_codec import load_npz_state, save_npz_state, tower_from_config
 from .sandbox import BundleFiles, UnsafeBundleError, npy_header
-from .tower_registry import tower_from_config
 
 __all__ = ["load_tower", "save_weights"]
 
@@ -33,14 +33,13 @@ _MAX_SAFETENSORS_HEADER = 100 << 20        # the safetensors library's own bound
 
 def save_weights(module: nn.Module, stem: Path) -> str:
     """state_dict -> ``stem.safetensors`` (or ``stem.npz`` without safetensors); returns the file name."""
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     try:
         from safetensors.torch import save_file
     except ImportError:
         path = stem.with_suffix(".npz")
-        with open(path, "wb") as handle:
-            np.savez(handle, **{k: v.numpy() for k, v in state.items()})
+        save_npz_state(module, path)
         return path.name
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     path = stem.with_suffix(".safetensors")
     # Tied parameters share storage; safetensors wants distinct tensors.
     save_file({k: v.clone() for k, v in state.items()}, str(path))
@@ -110,8 +109,7 @@ def _read_state(path: Path, name: str) -> dict[str, torch.Tensor]:
         except ImportError:
             raise ImportError(f"{name} needs the safetensors package: pip install safetensors") from None
         return load_file(str(path))
-    with np.load(path, allow_pickle=False) as data:
-        return {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+    return load_npz_state(path)
 
 
 def load_tower(files: BundleFiles, config_name: str, weights_name: str) -> nn.Module:
