@@ -131,7 +131,7 @@ def test_saved_index_keeps_its_query_model(tmp_path, tail):
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), rtol=1e-6)
     config = json.loads((tmp_path / "bf" / "query_model.json").read_text())
-    assert config["type"] == "torch.nn.Sequential" and config["config"]["layers"][0]["type"] == "recstack.features"
+    assert config["type"] == "sequential" and config["config"]["layers"][0]["type"] == "preprocessing"
 
 
 class Scale(nn.Module):
