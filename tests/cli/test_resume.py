@@ -127,7 +127,10 @@ def test_resume_refuses_changed_data(workdir, write_config, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--progress", "quiet"]) == 1
     err = capsys.readouterr().err
-    assert "the input data changed since" in err and "ratings.csv" in err and "Start a new run instead" in err
+    assert "the input data changed since" in err and "ratings.csv has SHA-256" in err and "start a new run" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "the input data changed" in status["error"]
 
 
 def test_resume_of_an_unfinished_run_from_its_last_checkpoint(workdir, write_config, capsys):

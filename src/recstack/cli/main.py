@@ -11,13 +11,22 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..core.errors import ConfigError, RecstackError, UsageError  # noqa: F401 (re-exported)
-from ..experiment.config import PROTOCOLS
+from ..experiment.config import PROTOCOLS, separator_problem
 from ..experiment.deprecations import DEPRECATED_PROTOCOLS, ConfigDeprecationWarning
 from ..training.progress import PROGRESS_MODES
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line ("recstack serve: error: ... (see recstack serve --help)")
+    instead of the usage block followed by the error; subcommand parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     kinds = "\n".join(f"  {n:<12} {MODEL_KINDS.get(n).description}" for n in MODEL_KINDS.names())
     names = ", ".join(shipped_configs())
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="recstack", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Config-driven recommender experiments: train, evaluate, recommend, export, serve.",
         epilog="Run 'recstack COMMAND --help' for a command's options. Exit codes: 0 ok, 1 runtime failure, "
@@ -113,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", "serve a bundle over HTTP (recstack.serving)", commands.cmd_serve)
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
-    p.add_argument("--port", type=_positive_int, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default: 8000)")
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default: 1)")
 
     data = command("data", "fetch datasets and describe interaction files", None)
@@ -131,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
     for role in ("user", "item", "rating", "timestamp"):
         p.add_argument(f"--{role}", metavar="COLUMN", help=f"{role} column")
-    p.add_argument("--sep", default=",", help="CSV separator (default: ',')")
+    p.add_argument("--sep", type=_separator, default=",", help="CSV separator, one character (default: ',')")
     format_option(p)
     return parser
 
@@ -144,6 +153,25 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _port(text: str) -> int:
+    """A TCP port to listen on. 0 ("any free port") is refused: clients need to know the port, and
+    the server would only report the 0 it was given."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {value}")
+    return value
+
+
+def _separator(text: str) -> str:
+    problem = separator_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _protocol(text: str) -> str:

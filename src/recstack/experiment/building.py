@@ -11,6 +11,7 @@ from ..core.columns import BatchSource, Columns
 from ..core.errors import ConfigError
 from ..training.model import Model
 from .config import ExperimentConfig
+from .limits import check_memory
 from .model_kinds import MODEL_KINDS, ModelContext
 from .prepare import Prepared
 from .preprocessing import Preprocessing
@@ -32,8 +33,11 @@ def model_context(config: ExperimentConfig, pre: Preprocessing, prepared: Prepar
 
 
 def build_model(config: ExperimentConfig, ctx: ModelContext) -> Model:
-    """Seed torch with ``config.seed`` and call the kind's builder."""
+    """Check the kind's memory estimate against the machine, seed torch with ``config.seed`` and call
+    the kind's builder."""
     kind = MODEL_KINDS.get(config.model.kind)
+    if kind.memory is not None:  # before anything is allocated: a model past memory is refused, not attempted
+        check_memory(kind.name, kind.memory(ctx, config.model.params))
     torch.manual_seed(config.seed)
     model = kind.builder(ctx, config.model.params)
     if not isinstance(model, Model):

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from ..core.errors import ConfigError, suggest
 from .deprecations import upgrade_deprecated
+from .limits import MAX_K, MAX_NEGATIVES, MAX_TEXT_LENGTH, MAX_THREADS, bound
 from .model_kinds import MODEL_KINDS
 from .validation import describe, parse_dataclass
 
@@ -276,6 +277,8 @@ def parse_config(raw: Mapping[str, Any], source: str = "config") -> ExperimentCo
         _check_values(config, errors)
         if config.reference is not None and model.params is not None:
             _check_reference(config, errors)
+    if len(errors) == 1:
+        raise ConfigError(f"{source}: invalid config: {errors[0]}")
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
@@ -343,8 +346,10 @@ def _parse_model(raw: Any, errors: list[str]) -> ModelConfig:
         errors.append(f"model.kind: unknown model kind {kind!r}{suggest(kind, names)}; "
                       f"registered kinds: {', '.join(names)}")
         return ModelConfig(kind=kind)
-    params = parse_dataclass(MODEL_KINDS.get(kind).params, raw, "model", errors,
-                             context=f" for model kind {kind!r}")
+    registered = MODEL_KINDS.get(kind)
+    params = parse_dataclass(registered.params, raw, "model", errors, context=f" for model kind {kind!r}")
+    if params is not None and registered.check is not None:
+        errors.extend(registered.check(params))
     return ModelConfig(kind=kind, params=params)
 
 
@@ -377,6 +382,43 @@ def _check_values(c: ExperimentConfig, errors: list[str]) -> None:
          f"features.text_max_length: must be >= 1, got {c.features.text_max_length}")
     need(c.split.method == "random" or c.data.columns.timestamp is not None,
          f"split.method {c.split.method!r} needs a timestamp column: set data.columns.timestamp")
+    problem = separator_problem(c.data.csv_separator)
+    need(problem is None, f"data.csv_separator: {problem}")
+    r = c.tasks.retrieval
+    bounded = [
+        bound("training.threads", c.training.threads, 0, MAX_THREADS, "more threads than cores only slow a run down"),
+        bound("features.text_max_length", c.features.text_max_length, 1, MAX_TEXT_LENGTH,
+              "every item stores this many token ids; titles need 10-50"),
+        bound("tasks.retrieval.sampled_negatives", r.sampled_negatives, 0, MAX_NEGATIVES,
+              "each adds a logit per query, batch_size x negatives floats per step"),
+        *(bound(f"evaluation.ks[{i}]", k, 1, MAX_K, "a larger K ranks the whole catalogue anyway")
+          for i, k in enumerate(c.evaluation.ks)),
+    ]
+    if r.num_hard_negatives is not None:
+        bounded.append(bound("tasks.retrieval.num_hard_negatives", r.num_hard_negatives, 1, MAX_NEGATIVES,
+                             "the hardest negatives are taken among the batch's candidates"))
+    errors.extend(p for p in bounded if p)
+    need(r.temperature is None or r.temperature > 0,
+         f"tasks.retrieval.temperature: must be > 0 (or null: none), got {r.temperature}")
+    params = c.model.params
+    if getattr(params, "timestamp_buckets", 0) and c.data.columns.timestamp is None:
+        errors.append("model.timestamp_buckets uses the interaction time, but no timestamp column is mapped: set "
+                      "data.columns.timestamp, or model.timestamp_buckets: 0")
+    if getattr(params, "sparse_gradients", False) and (c.optimizer.name in ("adam", "adamw") or c.optimizer.weight_decay
+                                                        or c.optimizer.momentum):
+        errors.append("model.sparse_gradients needs optimizer adagrad or sgd without weight_decay or momentum "
+                      "(those would touch every embedding row each step)")
+
+
+def separator_problem(separator: str) -> str | None:
+    """Why ``separator`` cannot split CSV columns, or None: it must be one character other than a
+    quote or a line break (``","``, ``";"``, ``"\\t"``, ``"|"``)."""
+    if len(separator) != 1:
+        return (f"a CSV separator is one character (e.g. ',', ';', '|' or a tab), got {separator!r}"
+                + (" (empty)" if not separator else ""))
+    if separator in "\"\r\n":
+        return f"{separator!r} cannot separate CSV columns (it quotes values or ends lines); use ',', ';', '|' or a tab"
+    return None
 
 
 _METRIC = re.compile(r"^(?:top_(\d+)_categorical_accuracy|recall_at_(\d+)|ndcg_at_(\d+)|mrr)$")
@@ -446,5 +488,5 @@ __all__ = [
     "EvaluationConfig", "ExperimentConfig", "FeatureTableConfig", "FeaturesConfig", "ModelConfig",
     "OptimizerConfig", "OutputConfig", "PROTOCOLS", "RatingTaskConfig", "ReferenceConfig", "ReferenceVariant",
     "RetrievalTaskConfig", "SplitConfig", "TEST_METRICS", "TasksConfig", "TrainingConfig", "dump_config",
-    "parse_config", "reference_metric_problem", "setting", "wants_test_loss", "with_settings",
+    "parse_config", "reference_metric_problem", "separator_problem", "setting", "wants_test_loss", "with_settings",
 ]

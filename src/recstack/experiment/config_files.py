@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover - importlib.resources.abc is new in Python
     from importlib.resources.abc import Traversable
 
 SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+#: Largest config file read (configs are a few KB; this stops a wrong path from being read whole).
+MAX_CONFIG_BYTES = 1 << 20
+#: Largest number of values a YAML document may expand to through its aliases (a config holds hundreds).
+MAX_YAML_VALUES = 100_000
 
 
 # -- shipped configs -------------------------------------------------------------------------------
@@ -87,17 +91,29 @@ def is_path(spec: str | os.PathLike) -> bool:
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a .yaml/.yml, .toml or .json file into a dict (no validation yet)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a config file; give a .yaml/.toml/.json file or a shipped "
+                          "config's name (recstack configs lists them).")
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist.")
-    return _parse_text(path.read_text(encoding="utf-8"), path.suffix.lower(), str(path))
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a regular file; give a .yaml/.toml/.json config file.")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,} bytes (configs "
+                          "are a few hundred lines; is this the right file?).")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); a config file is YAML, "
+                          "TOML or JSON text.") from None
+    return _parse_text(text, path.suffix.lower(), str(path))
 
 
 def _parse_text(text: str, suffix: str, label: str) -> dict[str, Any]:
     try:
         if suffix in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(text)
+            raw = load_yaml(text, label)
         elif suffix == ".toml":
             raw = tomllib.loads(text)
         elif suffix == ".json":
@@ -106,13 +122,89 @@ def _parse_text(text: str, suffix: str, label: str) -> dict[str, Any]:
             raise ConfigError(f"{label}: unknown config format {suffix!r}; use .yaml, .yml, .toml or .json.")
     except ConfigError:
         raise
+    except RecursionError:
+        raise ConfigError(f"{label} nests its values too deeply to be a config.") from None
     except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
-        raise ConfigError(f"{label} is not valid {suffix.lstrip('.').upper()}: {exc}") from exc
+        raise ConfigError(f"{label} is not valid {suffix.lstrip('.').upper()}: {_one_line(exc)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{label}: the top level must be a mapping of sections, got {type(raw).__name__}.")
     return raw
+
+
+def load_yaml(text: str, label: str) -> Any:
+    """``yaml.safe_load(text)``, refusing documents whose aliases expand beyond :data:`MAX_YAML_VALUES`.
+
+    PyYAML shares the node of an anchor (``&a``) among its aliases (``*a``), so a few lines of
+    nested aliases (a "billion laughs" file) describe a document of 10^9 values: loading is fast,
+    but everything that walks the result (validation, copying, printing) takes minutes. The
+    expanded size is counted on the composed node graph, once per node (linear in the file), and
+    a document over the bound is refused before anything is constructed.
+    """
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, label)
+        if size > MAX_YAML_VALUES:
+            raise ConfigError(f"{label}: the YAML expands to more than {MAX_YAML_VALUES:,} values through its "
+                              "aliases (*name), far more than any config holds; refusing it (a 'billion laughs' "
+                              "file?). Write the values out or use fewer nested aliases.")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: Any, label: str) -> int:
+    """Number of values of the document ``root`` describes with every alias expanded (capped just
+    above :data:`MAX_YAML_VALUES`); a node that contains itself is refused."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            sizes[key] = 1
+            continue
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = min(1 + sum(sizes[id(c)] for c in children), MAX_YAML_VALUES + 1)
+            continue
+        if key in open_nodes:
+            raise ConfigError(f"{label}: the YAML contains an alias to a collection inside itself (a "
+                              "recursive structure); a config cannot hold one.")
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                raise ConfigError(f"{label}: the YAML contains an alias to a collection inside itself (a "
+                                  "recursive structure); a config cannot hold one.")
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
+def _one_line(exc: Exception) -> str:
+    """A parser's error on one line: the problem and where (YAML errors span several lines)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        context = getattr(exc, "context", None)
+        return f"{problem}{f' ({context})' if context else ''} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -129,9 +221,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set expects KEY=VALUE with a dotted KEY (e.g. training.epochs=5); got {item!r}.")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = load_yaml(text, f"--set {item!r}") if text.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc}).") from exc
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_one_line(exc)}).") from None
         node = out
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -173,5 +265,5 @@ def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
     return config
 
 
-__all__ = ["ShippedConfig", "apply_overrides", "is_path", "load_config", "read_config_file", "resolve_paths",
-           "shipped_config", "shipped_configs"]
+__all__ = ["MAX_CONFIG_BYTES", "MAX_YAML_VALUES", "ShippedConfig", "apply_overrides", "is_path", "load_config",
+           "load_yaml", "read_config_file", "resolve_paths", "shipped_config", "shipped_configs"]

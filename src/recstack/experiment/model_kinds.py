@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -56,6 +56,14 @@ from ..core.errors import ConfigError
 from ..core.exclusions import Exclusions
 from ..core.registry import Registry
 from ..training.model import Model
+from .limits import (
+    MAX_TIME_BUCKETS,
+    MAX_WIDTH,
+    WIDTH_WHY,
+    MemoryEstimate,
+    bound,
+    width_problems,
+)
 
 
 @dataclass
@@ -112,6 +120,10 @@ class ModelContext:
 
 
 Builder = Callable[[ModelContext, Any], Model]
+#: ``check(params) -> problems``: one message per invalid hyperparameter, with its dotted key.
+Check = Callable[[Any], list[str]]
+#: ``memory(ctx, params) -> MemoryEstimate``: what the built model will need, before it is built.
+Memory = Callable[[ModelContext, Any], MemoryEstimate]
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,8 @@ class ModelKind:
     description: str = ""
     gradient_trained: bool = True
     predicts_ratings: bool = False
+    check: Check | None = None
+    memory: Memory | None = None
 
 
 #: The model-kind table: ``model.kind`` in a config -> its :class:`ModelKind`.
@@ -130,7 +144,8 @@ MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
 
 def register_model_kind(name: str, builder: Builder, params: type | None = None, description: str = "",
                         gradient_trained: bool = True, replace: bool = False,
-                        predicts_ratings: bool = False) -> ModelKind:
+                        predicts_ratings: bool = False, check: Check | None = None,
+                        memory: Memory | None = None) -> ModelKind:
     """Make ``model.kind: name`` available to configs (see the module docstring for the contract).
 
     Args:
@@ -143,10 +158,16 @@ def register_model_kind(name: str, builder: Builder, params: type | None = None,
         replace: allow re-registering an existing name.
         predicts_ratings: a rating model: its test loss and RMSE (``model.evaluate`` on the test
             rows) are always reported, whatever ``tasks.rating.weight`` says.
+        check: ``check(params) -> [problem, ...]``, run when the config is parsed (before any data
+            is read): value ranges the types cannot express, e.g. widths within
+            :data:`~recstack.experiment.limits.MAX_WIDTH`.
+        memory: ``memory(ctx, params) -> MemoryEstimate``, run before the builder; a model that
+            would not fit in the machine's memory is refused with the estimate.
     """
     if name in MODEL_KINDS and not replace:
         raise ConfigError(f"model kind {name!r} is already registered; pass replace=True to override it.")
-    kind = ModelKind(name, builder, params or _NoParams, description, gradient_trained, predicts_ratings)
+    kind = ModelKind(name, builder, params or _NoParams, description, gradient_trained, predicts_ratings, check,
+                     memory)
     return MODEL_KINDS.register(name, kind)
 
 
@@ -181,18 +202,54 @@ class TwoTowerParams:
     sparse_gradients: bool = False
 
 
-def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
+def check_two_tower(p: TwoTowerParams) -> list[str]:
+    problems = [bound("model.embedding_dim", p.embedding_dim, 1, MAX_WIDTH, WIDTH_WHY),
+                bound("model.timestamp_buckets", p.timestamp_buckets, 0, MAX_TIME_BUCKETS,
+                      "each bucket is an embedding row; the TFRS tutorial uses 1,000"),
+                _activation_problem("model.activation", p.activation)]
+    if p.l2 < 0:
+        problems.append(f"model.l2: must be >= 0, got {p.l2}")
+    if p.sparse_gradients and p.l2:
+        problems.append("model.sparse_gradients needs model.l2: 0 (the L2 penalty's gradient touches every row)")
+    return [x for x in problems if x] + width_problems("model.layer_sizes", p.layer_sizes) + \
+        width_problems("model.rating_layer_sizes", p.rating_layer_sizes)
+
+
+def two_tower_memory(ctx: ModelContext, p: TwoTowerParams) -> MemoryEstimate:
+    """Float32 embedding rows (ids, categorical values, text tokens, time buckets) x embedding_dim,
+    dense layers, and the int64 feature tables; parameters count four times (weights, gradients,
+    up to two optimizer states)."""
+    d = p.embedding_dim
+    params = tables = rows = 0
+    sides = ((ctx.num_users, ctx.user_features if p.use_user_features else FeatureSpec(), p.timestamp_buckets),
+             (ctx.num_items, ctx.item_features if p.use_item_features else FeatureSpec(), 0))
+    for num_ids, spec, buckets in sides:
+        side_rows = num_ids + sum(spec.categorical_sizes) + spec.text_vocab_size + (buckets + 1 if buckets else 0)
+        rows += side_rows
+        params += side_rows * d
+        parts = 1 + len(spec.categorical_sizes) + (spec.num_numeric > 0) + (spec.text_vocab_size > 0) + (buckets > 0)
+        widths = [parts * d + (buckets > 0), *(p.layer_sizes or ([d] if parts > 1 else []))]
+        params += sum(a * b for a, b in zip(widths, widths[1:])) + spec.num_numeric * d
+        tables += num_ids * (8 * len(spec.categorical_sizes) + 4 * spec.num_numeric
+                             + (8 * spec.text_length if spec.text_vocab_size else 0))
+    return MemoryEstimate(16 * params + tables,
+                          f"{rows:,} embedding rows (ids and feature values) x embedding_dim {d}, float32, with "
+                          "gradients and optimizer state")
+
+
+def _activation_problem(key: str, name: str) -> str | None:
     from ..layers import make_activation
-    from ..models.feature_tower import FeatureTower, FeatureTwoTower
 
     try:
-        make_activation(p.activation)
+        make_activation(name)
     except ValueError as exc:
-        raise ConfigError(f"model.activation: {exc}") from None
-    if p.embedding_dim < 1 or any(n < 1 for n in [*p.layer_sizes, *p.rating_layer_sizes]):
-        raise ConfigError("model.embedding_dim and every layer width must be >= 1.")
-    if p.timestamp_buckets < 0:
-        raise ConfigError(f"model.timestamp_buckets must be >= 0 (0 = no time feature); got {p.timestamp_buckets}.")
+        return f"{key}: {exc}"
+    return None
+
+
+def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
+    from ..models.feature_tower import FeatureTower, FeatureTwoTower
+
     if p.timestamp_buckets and ctx.train is not None and ctx.timestamps is None:
         raise ConfigError("model.timestamp_buckets uses the interaction time, but the data has no timestamp "
                           "column; map one with data.columns.timestamp or set model.timestamp_buckets: 0.")
@@ -249,6 +306,18 @@ class EASEParams:
     l2: float = 500.0
 
 
+def check_ease(p: EASEParams) -> list[str]:
+    return [] if p.l2 > 0 else [f"model.l2: must be > 0 (the ridge penalty keeps the item-item system "
+                                f"solvable), got {p.l2}"]
+
+
+def ease_memory(ctx: ModelContext, p: EASEParams) -> MemoryEstimate:
+    """Float64 dense user x item matrix, item x item weights and the solve's item x item workspace."""
+    u, i = ctx.num_users, ctx.num_items
+    return MemoryEstimate(8 * (u * i + 3 * i * i),
+                          f"a dense {u:,} x {i:,} user-item matrix and {i:,} x {i:,} item-item matrices, float64")
+
+
 def build_ease(ctx: ModelContext, p: EASEParams) -> Model:
     from ..models.baselines import EASE
 
@@ -273,7 +342,7 @@ class AutoRecParams:
     the training mean for users/items without training ratings, ``model`` what the network says.
     """
 
-    based: str = "item"
+    based: Literal["item", "user"] = "item"
     hidden_sizes: list[int] = field(default_factory=lambda: [500])
     encoder_activation: str = "sigmoid"
     decoder_activation: str = "identity"
@@ -281,7 +350,33 @@ class AutoRecParams:
     init_std: float | None = 0.01
     l2: float = 0.0
     clip: bool = True
-    cold_start: str = "global_mean"
+    cold_start: Literal["global_mean", "model"] = "global_mean"
+
+
+def check_autorec(p: AutoRecParams) -> list[str]:
+    problems = [_activation_problem("model.encoder_activation", p.encoder_activation),
+                _activation_problem("model.decoder_activation", p.decoder_activation)]
+    if not p.hidden_sizes:
+        problems.append("model.hidden_sizes: list at least one encoder width, e.g. [500]")
+    if not 0 <= p.dropout < 1:
+        problems.append(f"model.dropout: must be in [0, 1), got {p.dropout}")
+    if p.init_std is not None and p.init_std <= 0:
+        problems.append(f"model.init_std: must be > 0 (or null: Glorot initialisation), got {p.init_std}")
+    if p.l2 < 0:
+        problems.append(f"model.l2: must be >= 0, got {p.l2}")
+    return [x for x in problems if x] + width_problems("model.hidden_sizes", p.hidden_sizes)
+
+
+def autorec_memory(ctx: ModelContext, p: AutoRecParams) -> MemoryEstimate:
+    """The dense user x item rating matrix (float32 ratings + bool mask, held twice: as given and
+    oriented) and the float32 encoder/decoder weights with gradients and optimizer state."""
+    u, i = ctx.num_users, ctx.num_items
+    rows, width = (i, u) if p.based == "item" else (u, i)
+    widths = [width, *p.hidden_sizes, width]
+    params = sum(a * b for a, b in zip(widths, widths[1:]))
+    return MemoryEstimate(10 * u * i + 16 * params + 4 * rows * width,
+                          f"a dense {u:,} x {i:,} rating matrix and {params:,} weights, float32, with gradients "
+                          "and optimizer state")
 
 
 def build_autorec(ctx: ModelContext, p: AutoRecParams) -> Model:
@@ -310,13 +405,16 @@ def build_autorec(ctx: ModelContext, p: AutoRecParams) -> Model:
 
 
 register_model_kind("two_tower", build_two_tower, TwoTowerParams,
-                    "two-tower retrieval over id embeddings + optional user/item features (rating head optional)")
+                    "two-tower retrieval over id embeddings + optional user/item features (rating head optional)",
+                    check=check_two_tower, memory=two_tower_memory)
 register_model_kind("popularity", build_popularity, PopularityParams,
-                    "most-interacted items first (closed form)", gradient_trained=False)
+                    "most-interacted items first (closed form)", gradient_trained=False,
+                    memory=lambda ctx, p: MemoryEstimate(8 * ctx.num_items, f"{ctx.num_items:,} float64 counts"))
 register_model_kind("ease", build_ease, EASEParams, "EASE linear item-item autoencoder (closed form)",
-                    gradient_trained=False)
+                    gradient_trained=False, check=check_ease, memory=ease_memory)
 register_model_kind("autorec", build_autorec, AutoRecParams,
-                    "AutoRec rating autoencoder over rows of the training rating matrix", predicts_ratings=True)
+                    "AutoRec rating autoencoder over rows of the training rating matrix", predicts_ratings=True,
+                    check=check_autorec, memory=autorec_memory)
 
 __all__ = ["AutoRecParams", "EASEParams", "FeatureSpec", "MODEL_KINDS", "ModelContext", "ModelKind", "PopularityParams",
            "TwoTowerParams", "register_model_kind"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,9 @@ from .config_files import load_config
 from .evaluation import evaluate_run
 from .model_kinds import MODEL_KINDS
 from .prepare import Prepared, prepare
-from .preprocessing import Preprocessing
 from .reporter import Reporter, clean_json
 from .run_dir import RunDir, default_run_dir, environment_info, write_json, write_plots, write_text
-from .saved_run import load_run
+from .saved_run import load_preprocessing, load_run
 
 #: Test hook: stall (sleep) inside this epoch, after its first batch, so a test can kill the run mid-epoch.
 STALL_ENV = "RECSTACK_DEBUG_STALL_EPOCH"
@@ -112,49 +113,100 @@ def train(config: ExperimentConfig, reporter: Reporter, run_dir: str | os.PathLi
         return _fit_and_finish(config, None, prepare(config, reporter), reporter, device, checkpoint=None)
     run = RunDir.create(Path(run_dir) if run_dir else default_run_dir(config.output.runs_dir, config.name))
     reporter.info(f"run folder: {run.root}", run_dir=str(run.root))
-    write_text(run.config, dump_config(config))
-    write_json(run.environment, environment_info(str(device), argv))
-    run.write_status("preparing")
-    try:
+    with _failure_recorded(run):
+        write_text(run.config, dump_config(config))
+        write_json(run.environment, environment_info(str(device), argv))
+        run.write_status("preparing")
         prepared = prepare(config, reporter)
-    except BaseException as exc:
-        run.write_status("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    write_json(run.data, prepared.info)
-    write_json(run.preprocessing, prepared.pre.to_dict())
-    if prepared.labels is not None:
-        write_json(run.item_labels, prepared.labels)
-    run.save_seen(prepared.seen_before_test)
-    run.save_tensors(run.test, dict(prepared.test))
-    _describe_data(prepared, reporter)
-    return _fit_and_finish(config, run, prepared, reporter, device, checkpoint=None)
+        write_json(run.data, prepared.info)
+        write_json(run.preprocessing, prepared.pre.to_dict())
+        if prepared.labels is not None:
+            write_json(run.item_labels, prepared.labels)
+        run.save_seen(prepared.seen_before_test)
+        run.save_tensors(run.test, dict(prepared.test))
+        _describe_data(prepared, reporter)
+        return _fit_and_finish(config, run, prepared, reporter, device, checkpoint=None)
 
 
 def resume(run_dir: str | os.PathLike, reporter: Reporter) -> TrainResult:
-    """Continue an interrupted run from its last checkpoint (same data, same config)."""
+    """Continue an interrupted run from its last checkpoint (same data, same config).
+
+    The data is compared with the run's fingerprint by content (SHA-256 of each input file, in
+    order), not by path: the same bytes at a new path resume; a changed file is refused.
+    """
     run = RunDir.open(Path(run_dir), need=("config", "data", "preprocessing"))
     config = load_config(run.config)
-    status = run.read_json(run.status) if run.status.exists() else {}
+    status = run.read_status()
     if status.get("state") == "completed" and run.metrics.exists():
         reporter.note(f"{run.root} is already complete; nothing to resume.")
         loaded = load_run(run.root)
         history = History.from_dict(run.read_json(run.history_json)) if run.history_json.exists() else History()
         return TrainResult(run.root, run.read_json(run.metrics), history, loaded.model, config)
-    pre = Preprocessing.from_dict(run.read_json(run.preprocessing))
-    prepared = prepare(config, reporter, pre=pre)
-    recorded = {f["path"]: f["sha256"] for f in run.read_json(run.data)["files"]}
-    current = {f["path"]: f["sha256"] for f in prepared.info["files"]}
-    if recorded != current:
-        changed = sorted(set(recorded.items()) ^ set(current.items()))
-        raise DataError(f"the input data changed since {run.root} started ({', '.join(sorted({p for p, _ in changed}))}); "
-                        "resuming would not reproduce the run. Start a new run instead.")
-    checkpoint = run.latest_checkpoint()
-    if checkpoint is None:
-        reporter.note("no readable checkpoint found; training starts again from epoch 1.")
-    else:
-        reporter.info(f"resuming {run.root} after epoch {checkpoint['epoch']}", epoch=checkpoint["epoch"])
-    writer = run if distributed.is_main_process() else None
-    return _fit_and_finish(config, writer, prepared, reporter, resolve_device(config.device), checkpoint)
+    main = distributed.is_main_process()
+    with _failure_recorded(run if main else None):
+        recorded = _recorded_files(run)
+        pre = load_preprocessing(run)
+        prepared = prepare(config, reporter, pre=pre)
+        _check_same_data(run, recorded, prepared.info["files"], reporter)
+        checkpoint = run.latest_checkpoint()
+        if checkpoint is None:
+            reporter.note("no readable checkpoint found; training starts again from epoch 1.")
+        else:
+            reporter.info(f"resuming {run.root} after epoch {checkpoint['epoch']}", epoch=checkpoint["epoch"])
+        return _fit_and_finish(config, run if main else None, prepared, reporter, resolve_device(config.device),
+                               checkpoint)
+
+
+@contextmanager
+def _failure_recorded(run: RunDir | None) -> Iterator[None]:
+    """Whatever goes wrong inside (bad data, a model that cannot be built, Ctrl-C), the run folder's
+    status.json says "failed" with the reason before the error travels on: no run is left
+    "preparing" or "running" by a failure (only a killed process can leave one "running")."""
+    try:
+        yield
+    except BaseException as exc:
+        if run is not None:
+            reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            try:
+                run.write_status("failed", error=reason)
+            except OSError:  # the folder itself is gone or read-only: the original error matters more
+                pass
+        raise
+
+
+def _recorded_files(run: RunDir) -> list[dict[str, Any]]:
+    """The input-file fingerprint of data.json (a DataError when it is missing or malformed)."""
+    info = run.read_json(run.data)
+    files = info.get("files") if isinstance(info, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("sha256"), str)
+                                              and isinstance(f.get("path"), str) for f in files):
+        raise DataError(f"{run.data} has no valid input-file fingerprint (files: [{{path, sha256}}]); the run folder "
+                        "is damaged, so resuming cannot check the data: start a new run.")
+    return files
+
+
+def _check_same_data(run: RunDir, recorded: list[dict[str, Any]], current: list[dict[str, Any]],
+                     reporter: Reporter) -> None:
+    """Refuse to resume unless the input files have the recorded contents (SHA-256, in order)."""
+    if [f["sha256"] for f in recorded] == [f["sha256"] for f in current]:
+        moved = [(old["path"], new["path"]) for old, new in zip(recorded, current) if old["path"] != new["path"]]
+        for old, new in moved:
+            reporter.note(f"the data moved: {new} has the contents recorded for {old} (same SHA-256).")
+        return
+    changes = []
+    for i in range(max(len(recorded), len(current))):
+        old = recorded[i] if i < len(recorded) else None
+        new = current[i] if i < len(current) else None
+        if old is None:
+            changes.append(f"{new['path']} is new")
+        elif new is None:
+            changes.append(f"{old['path']} is no longer read")
+        elif old["sha256"] != new["sha256"]:
+            where = new["path"] if old["path"] == new["path"] else f"{new['path']} (recorded: {old['path']})"
+            changes.append(f"{where} has SHA-256 {new['sha256'][:12]}..., recorded {old['sha256'][:12]}...")
+    raise DataError(f"the input data changed since {run.root} started: {'; '.join(changes)}. Resuming would not "
+                    "reproduce the run: restore the original files (their contents are compared, not their paths) "
+                    "or start a new run.")
 
 
 def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prepared, reporter: Reporter,
@@ -162,6 +214,7 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
     """Train, then (``run`` given: rank 0) save, evaluate and write the results.
 
     ``run`` is None on the other ranks of a distributed run: they train their shards and stop.
+    The callers record a failure in the run's status (:func:`_failure_recorded`).
     """
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
@@ -176,29 +229,25 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
             if kind.gradient_trained else History()
         return TrainResult(Path("."), {}, history, model, config, prepared)
     start = time.perf_counter()
-    try:
-        if kind.gradient_trained:
-            history = _fit(config, run, model, train_cols, val_cols, reporter, checkpoint)
-        else:
-            run.write_status("running", epoch=0, epochs=1)
-            history = model.fit(train_cols)
-            run.save_history(history)
-        train_seconds = time.perf_counter() - start
-        model.save_weights(run.model)
-        metrics = evaluate_run(config, model, prepared.test.to(device), prepared.pre, prepared.seen_before_test,
-                               config.evaluation.protocols, with_loss=wants_test_loss(config))
-        metrics["train_seconds"] = train_seconds
-        metrics["epochs"] = history.epochs[-1] if history.epochs else 0
-        metrics["processes"] = distributed.world_size()
-        write_json(run.metrics, clean_json(metrics))
-        if config.output.plots:
-            _, note = write_plots(history, run.plots)
-            if note:
-                reporter.note(note)
-        run.write_status("completed", epoch=metrics["epochs"])
-    except BaseException as exc:
-        run.write_status("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+    if kind.gradient_trained:
+        history = _fit(config, run, model, train_cols, val_cols, reporter, checkpoint)
+    else:
+        run.write_status("running", epoch=0, epochs=1)
+        history = model.fit(train_cols)
+        run.save_history(history)
+    train_seconds = time.perf_counter() - start
+    model.save_weights(run.model)
+    metrics = evaluate_run(config, model, prepared.test.to(device), prepared.pre, prepared.seen_before_test,
+                           config.evaluation.protocols, with_loss=wants_test_loss(config))
+    metrics["train_seconds"] = train_seconds
+    metrics["epochs"] = history.epochs[-1] if history.epochs else 0
+    metrics["processes"] = distributed.world_size()
+    write_json(run.metrics, clean_json(metrics))
+    if config.output.plots:
+        _, note = write_plots(history, run.plots)
+        if note:
+            reporter.note(note)
+    run.write_status("completed", epoch=metrics["epochs"])
     reporter.info(f"saved {run.root}", run_dir=str(run.root))
     return TrainResult(run.root, metrics, history, model, config, prepared)
 
@@ -211,10 +260,16 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
     history = History()
     initial_epoch = 0
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["torch_rng_state"])
-        history = History.from_dict(checkpoint["history"])
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+            history = History.from_dict(checkpoint["history"])
+        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            reason = " ".join(str(exc).split())[:300]
+            raise DataError(f"{checkpoint.get('path', 'the last checkpoint')} does not match the run's model and "
+                            f"optimizer ({type(exc).__name__}: {reason}); delete it to resume from an older "
+                            "checkpoint, or start a new run.") from None
         initial_epoch = int(checkpoint["epoch"])
     tensorboard = None
     callbacks: list[Callback] = []

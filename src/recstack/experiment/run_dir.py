@@ -43,6 +43,7 @@ from ..core.exclusions import Exclusions
 from ..training.history import History
 
 CHECKPOINT_FORMAT = "recstack.checkpoint"
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "history", "torch_rng_state")
 _CHECKPOINT_RE = re.compile(r"^epoch-(\d+)\.pt$")
 
 
@@ -86,6 +87,8 @@ class RunDir:
     def open(cls, root: Path, need: tuple[str, ...] = ("config",)) -> "RunDir":
         """An existing run folder holding the files named in ``need`` (attribute names)."""
         run = cls(Path(root))
+        if run.root.is_file():
+            raise DataError(f"{run.root} is a file, not a run folder (a folder made by recstack train).")
         if not run.root.is_dir():
             raise DataError(f"run folder {run.root} does not exist.")
         missing = [getattr(run, n).name for n in need if not getattr(run, n).exists()]
@@ -98,11 +101,25 @@ class RunDir:
     def write_status(self, state: str, **extra: Any) -> None:
         atomic_write_json(self.status, {"state": state, "updated": _now(), **extra})
 
-    def read_json(self, path: Path) -> Any:
+    def read_status(self) -> dict[str, Any]:
+        """status.json ({} when missing); a file that is not a JSON object is a DataError."""
+        if not self.status.exists():
+            return {}
+        return self.read_json(self.status, expect=dict)
+
+    def read_json(self, path: Path, expect: type | None = None) -> Any:
+        """A JSON file of the run; unreadable, not JSON, or (``expect`` given) not that type: a DataError."""
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot read {path}: {exc}") from exc
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{path} does not exist; the run folder is incomplete.") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from None
+        if expect is not None and not isinstance(value, expect):
+            kind = {dict: "a JSON object", list: "a JSON list"}.get(expect, expect.__name__)
+            raise DataError(f"{path} is not {kind} as recstack writes it (found {type(value).__name__}); the run "
+                            "folder is damaged.")
+        return value
 
     # -- tensors ---------------------------------------------------------------------------------
     @staticmethod
@@ -117,15 +134,31 @@ class RunDir:
             return torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise DataError(f"{path} does not exist.") from None
-        except Exception as exc:  # truncated or foreign file
-            raise DataError(f"{path} is not a readable recstack tensor file: {exc}") from exc
+        except Exception as exc:  # truncated or foreign file, or one holding more than tensors
+            # torch's own message spans lines and may suggest weights_only=False: never for these files.
+            raise DataError(f"{path} is not a readable recstack tensor file (truncated, damaged or not written "
+                            f"by recstack; only tensors are loaded, never pickled objects): "
+                            f"{type(exc).__name__}") from None
+
+    def load_tensor_dict(self, path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        """A tensor file holding a dict with (at least) ``keys``; anything else is a DataError."""
+        value = self.load_tensors(path)
+        missing = [k for k in keys if not isinstance(value, dict) or k not in value]
+        if not isinstance(value, dict) or missing:
+            found = f"keys {sorted(map(str, value))[:8]}" if isinstance(value, dict) else type(value).__name__
+            raise DataError(f"{path} does not hold what recstack writes there (expected {', '.join(keys) or 'a dict'}"
+                            f"; found {found}); the run folder is damaged.")
+        return value
 
     def save_seen(self, seen: Exclusions) -> None:
         self.save_tensors(self.seen, seen.state_dict())
 
     def load_seen(self) -> Exclusions:
-        state = self.load_tensors(self.seen)
-        return Exclusions(state["indptr"], state["indices"])
+        state = self.load_tensor_dict(self.seen, ("indptr", "indices"))
+        try:
+            return Exclusions(state["indptr"], state["indices"])
+        except (TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise DataError(f"{self.seen} is not a valid seen-items file ({exc}); the run folder is damaged.") from None
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def checkpoint_path(self, epoch: int) -> Path:
@@ -157,7 +190,9 @@ class RunDir:
                 state = self.load_tensors(path)
             except DataError:
                 continue
-            if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+            if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT and \
+                    all(k in state for k in CHECKPOINT_KEYS) and isinstance(state["epoch"], int):
+                state["path"] = str(path)
                 return state
         return None
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..core.columns import Columns
-from ..core.errors import DataError
+from ..core.errors import ConfigError, DataError
 from ..core.exclusions import Exclusions
 from ..training.model import Model
 from .building import build_model, model_context
@@ -35,25 +35,81 @@ class LoadedRun:
     labels: list[str] | None
 
     def test_columns(self) -> Columns:
-        return Columns(self.run.load_tensors(self.run.test))
+        return load_test_columns(self.run, self.pre)
 
 
 def load_run(path: str | os.PathLike) -> LoadedRun:
-    """Rebuild the model of a finished run from its folder (no data files needed)."""
+    """Rebuild the model of a finished run from its folder (no data files needed).
+
+    Every file is checked as it is read: a damaged or foreign file is a DataError naming it, never
+    a traceback from deep inside torch or the feature layers.
+    """
     run = RunDir.open(Path(path), need=("config", "preprocessing", "model", "seen"))
     config = load_config(run.config)
-    pre = Preprocessing.from_dict(run.read_json(run.preprocessing))
-    test = run.load_tensors(run.test) if run.test.exists() else {}
+    pre = load_preprocessing(run)
+    test = run.load_tensor_dict(run.test) if run.test.exists() else {}
     ctx = model_context(config, pre, None, "rating" in test, "weight" in test)
-    model = build_model(config, ctx)
-    state = run.load_tensors(run.model)
+    try:
+        model = build_model(config, ctx)
+    except ConfigError as exc:  # e.g. a preprocessing.json claiming more ids than memory holds
+        raise DataError(f"{run.root}: the model described by config.yaml and preprocessing.json cannot be "
+                        f"built: {exc}") from None
+    state = run.load_tensor_dict(run.model)
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise DataError(f"{run.model} does not match the model its config describes: {exc}") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise DataError(f"{run.model} does not match the model its config describes: {reason}") from None
     model.eval()
-    labels = run.read_json(run.item_labels) if run.item_labels.exists() else None
-    return LoadedRun(run, config, pre, model, run.load_seen(), labels)
+    return LoadedRun(run, config, pre, model, _load_seen(run, pre), _load_labels(run, pre))
+
+
+def load_preprocessing(run: RunDir) -> Preprocessing:
+    """The run's fitted preprocessing.json; a damaged or foreign file is a DataError."""
+    data = run.read_json(run.preprocessing, expect=dict)
+    try:
+        return Preprocessing.from_dict(data)
+    except DataError as exc:
+        raise DataError(f"{run.preprocessing}: {exc}") from None
+    except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{run.preprocessing} is not a valid recstack preprocessing file ({type(exc).__name__}: "
+                        f"{exc}); the run folder is damaged.") from None
+
+
+def load_test_columns(run: RunDir, pre: Preprocessing) -> Columns:
+    """test.pt: the encoded test split, with user and item ids inside the run's vocabularies."""
+    test = run.load_tensor_dict(run.test, ("user", "item", "query_key"))
+    try:
+        columns = Columns(test)
+        for name, size in (("user", pre.num_users), ("item", pre.num_items)):
+            ids = columns[name]
+            if ids.dtype != torch.long or ids.ndim != 1 or (len(ids) and (ids.min() < 0 or ids.max() >= size)):
+                raise DataError(f"{run.test}: column {name!r} must hold ids in [0, {size}) (int64, 1-D); the run "
+                                "folder is damaged.")
+    except DataError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{run.test} is not a valid encoded test split ({exc}); the run folder is damaged.") from None
+    return columns
+
+
+def _load_seen(run: RunDir, pre: Preprocessing) -> Exclusions:
+    seen = run.load_seen()
+    ids = seen.ids
+    if seen.num_keys > pre.num_users or (len(ids) and (ids.min() < 1 or ids.max() >= pre.num_items)):
+        raise DataError(f"{run.seen} lists users or items outside the run's vocabularies ({pre.num_users} users, "
+                        f"{pre.num_items} items); the run folder is damaged.")
+    return seen
+
+
+def _load_labels(run: RunDir, pre: Preprocessing) -> list[str] | None:
+    if not run.item_labels.exists():
+        return None
+    labels = run.read_json(run.item_labels, expect=list)
+    if len(labels) != pre.num_items or not all(isinstance(x, str) for x in labels):
+        raise DataError(f"{run.item_labels} must list one text per item id ({pre.num_items}); the run folder is "
+                        "damaged.")
+    return labels
 
 
 @torch.no_grad()
@@ -106,4 +162,4 @@ def _items(loaded: LoadedRun, ids: torch.Tensor, scores: torch.Tensor) -> list[d
     return out
 
 
-__all__ = ["LoadedRun", "load_run", "recommend", "similar"]
+__all__ = ["LoadedRun", "load_preprocessing", "load_run", "load_test_columns", "recommend", "similar"]

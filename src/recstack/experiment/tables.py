@@ -5,8 +5,8 @@ tables). Column checks raise a :class:`~recstack.core.errors.DataError` that nam
 key, the column, how many values are wrong and where (``row 3 (line 5)``):
 
 * a missing column: with the closest existing column;
-* missing ids; non-numeric ratings, weights or timestamps (timestamps may be date strings,
-  converted to Unix seconds).
+* missing ids; missing, non-numeric or infinite ratings, weights or timestamps (timestamps may
+  be date strings, converted to Unix seconds); infinite numeric features.
 
 :func:`describe_table` is ``recstack data info``.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import DataError, DataNotFoundError, suggest
-from .config import BUILTIN_DATASETS
+from .config import BUILTIN_DATASETS, separator_problem
 
 Notify = Callable[[str], None]
 
@@ -43,28 +43,41 @@ class Table:
 
 
 def read_table(path: str | Path, separator: str = ",") -> Table:
-    """Read a CSV/TSV or Parquet file."""
+    """Read a CSV/TSV or Parquet file; a file that is not what its suffix says is a DataError."""
     path = Path(path)
     if not path.exists():
         raise DataNotFoundError(f"{path} does not exist; check the path in the config (relative paths are "
                                 "taken from the config file's folder).")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give a CSV or Parquet file (or movielens-100k).")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         try:
             frame = pd.read_parquet(path)
         except ImportError as exc:
             raise DataError(f"reading {path.name} needs a Parquet engine: pip install pyarrow ({exc})") from None
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ArrowNotImplementedError, ...
+            raise DataError(f"{path} is not a readable Parquet file ({_first_line(exc)}); check that it was "
+                            "written as Parquet, or give a .csv file.") from None
         return Table(frame, path.name, [path])
     if suffix in (".csv", ".tsv", ".txt", ".dat"):
         sep = "\t" if suffix == ".tsv" else separator
+        problem = separator_problem(sep)
+        if problem:
+            raise DataError(f"{path.name}: {problem}.")
         try:
             frame = pd.read_csv(path, sep=sep, low_memory=False)
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path.name} is not a readable CSV file: {exc}") from None
         except pd.errors.EmptyDataError:
             raise DataError(f"{path.name} is empty (no header, no rows).") from None
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"{path.name} is not a readable CSV file: {_first_line(exc)}") from None
         return Table(frame, path.name, [path], csv=True)
     raise DataError(f"{path.name}: unknown table format {suffix!r}; use .csv, .tsv or .parquet.")
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line (parsers' messages may span several)."""
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def read_builtin(name: str, part: str) -> Table:
@@ -125,17 +138,30 @@ def numeric_column(table: Table, column: str, key: str, allow_missing: bool = Fa
         rows = np.flatnonzero(missing)
         raise DataError(f"{table.name}: column {column!r} ({key}) has {len(rows)} missing value(s), first at "
                         f"{', '.join(table.where(int(r)) for r in rows[:3])}; drop or fill those rows.")
-    return values.astype(np.float64).reset_index(drop=True)
+    values = values.astype(np.float64).reset_index(drop=True)
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        rows = np.flatnonzero(infinite)
+        examples = ", ".join(f"{values.iat[r]:g} at {table.where(int(r))}" for r in rows[:3])
+        raise DataError(f"{table.name}: column {column!r} ({key}) has {len(rows)} infinite value(s): {examples}; "
+                        "values must be finite numbers.")
+    return values
 
 
 def timestamp_column(table: Table, column: str) -> pd.Series:
-    """Numbers as they are (e.g. Unix seconds); date strings become Unix seconds (int64)."""
+    """Numbers as they are (e.g. Unix seconds); date strings become Unix seconds (int64).
+
+    A column of mostly numbers is numeric: its other values are reported as non-numeric (not the
+    numbers as "not dates")."""
     raw = table.frame[column]
     if pd.api.types.is_datetime64_any_dtype(raw):
         return _datetime_seconds(raw).reset_index(drop=True)
-    if pd.api.types.is_numeric_dtype(raw) or pd.to_numeric(raw, errors="coerce").notna().all():
+    numbers = pd.to_numeric(raw, errors="coerce")
+    if pd.api.types.is_numeric_dtype(raw) or numbers.notna().all():
         return numeric_column(table, column, "data.columns.timestamp")
     parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
+    if int(numbers.notna().sum()) > int(parsed.notna().sum()):  # mostly numbers: report the few that are not
+        return numeric_column(table, column, "data.columns.timestamp")
     bad = (parsed.isna() & raw.notna()).to_numpy()
     if bad.any() or raw.isna().any():
         rows = np.flatnonzero(bad | raw.isna().to_numpy())

@@ -5,7 +5,7 @@ dataclasses and calls :func:`parse_dataclass`. Every problem is appended to an `
 with its dotted path (``training.epochs: expected an integer, got 'ten' (str)``), so a config
 reports all of its mistakes at once instead of the first one.
 
-Supported field types: ``bool``, ``int``, ``float`` (ints accepted), ``str``, ``Any``,
+Supported field types: ``bool``, ``int``, ``float`` (ints accepted; inf and NaN refused), ``str``, ``Any``,
 ``Literal[...]``, ``X | None``, unions of those, ``list[X]``, ``dict[str, X]`` and nested
 dataclasses.
 """
@@ -13,6 +13,7 @@ dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -121,6 +122,9 @@ def convert(hint: Any, value: Any, path: str, errors: list[str]) -> tuple[bool, 
             return True, value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                errors.append(f"{path}: must be a finite number, got {value}")
+                return False, None
             return True, float(value)
     elif hint is str:
         if isinstance(value, str):
