@@ -5,8 +5,10 @@
 #
 # The virtualenv is built by the Makefile's recipe (`make venv`: the same torch pin, the dev
 # extra, this checkout installed editable) under $RECSTACK_CI_CACHE (default
-# ~/.cache/recstack-ci) and reused while pyproject.toml and the checkout's path stay the
-# same, so torch and the extras are downloaded once, not on every run.
+# ~/.cache/recstack-ci) and kept: torch and the extras are downloaded once, not on every run.
+# It is rebuilt from scratch when pyproject.toml changes (so a dependency dropped there is
+# gone), and re-pointed at this checkout (the recipe again, which finds every requirement
+# already installed) when the checkout moved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/lib.sh
@@ -18,11 +20,14 @@ if ! command -v "$python" >/dev/null; then
 fi
 version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 venv="$CI_CACHE/venv-py$version"
-key="$(pwd) $(sha256sum pyproject.toml | cut -c1-16)"
-if [[ -d "$venv" && "$(cat "$venv/.ci-key" 2>/dev/null)" != "$key" ]]; then
-    rm -rf "$venv"   # another checkout or other dependencies: rebuild from scratch
+requirements=$(sha256sum pyproject.toml | cut -c1-16)
+if [[ -d "$venv" && "$(cat "$venv/.ci-requirements" 2>/dev/null)" != "$requirements" ]]; then
+    rm -rf "$venv"
+elif [[ -d "$venv" && "$(cat "$venv/.ci-checkout" 2>/dev/null)" != "$(pwd)" ]]; then
+    rm -f "$venv/.installed"
 fi
 mkdir -p "$CI_CACHE"
 make -s venv PYTHON="$python" VENV="$venv" >/dev/null
-echo "$key" >"$venv/.ci-key"
+echo "$requirements" >"$venv/.ci-requirements"
+pwd >"$venv/.ci-checkout"
 run_pytest "tests/cli on Python $version" "$venv/bin/python" tests/cli
