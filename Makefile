@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then echo torch; else echo torch==2.13.0; fi)
 DATA_DIR ?= $(if $(RECSTACK_DATA_DIR),$(RECSTACK_DATA_DIR),$(wildcard ../shared/datasets/ml-100k))
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench clean torch-pin
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The import-linter contracts in pyproject.toml (layers, no cycles) first, then the suite.
 test: venv
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
+
+# The torch requirement the virtualenvs are built with (.ci/ scripts use the same pin).
+torch-pin:
+	@echo "$(TORCH_PIN)"
 
 demo: venv
 	RECSTACK_DATA_DIR="$(DATA_DIR)" $(PY) -m recstack.cli.demo

@@ -58,9 +58,44 @@ def test_quiet_prints_nothing_and_bar_prints_a_summary_every_epoch(capsys):
     assert capsys.readouterr() == ("", "")
     fit("bar")   # no validation data: a summary line per epoch all the same
     captured = capsys.readouterr()
-    assert "Epoch 2/2" in captured.err and "ex/s" in captured.err
     summaries = [line for line in captured.out.splitlines() if line.startswith("epoch ")]
     assert len(summaries) == 2 and "ex/s): loss=" in summaries[0]
+
+
+def test_not_a_terminal_gets_one_line_per_epoch_and_no_carriage_returns(capsys):
+    """Output to a log (capsys: neither stream is a terminal): no bar frames, a line per epoch."""
+    fit("bar", epochs=3, validation_data=data(40))
+    captured = capsys.readouterr()
+    assert "\r" not in captured.out + captured.err
+    assert captured.err == ""            # short epochs: nothing but the summary lines
+    assert [line.split(" (")[0] for line in captured.out.splitlines()] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    model = Tiny()
+    model.evaluate(data(), batch_size=32, verbose=True)
+    assert "\r" not in "".join(capsys.readouterr())
+
+
+def test_not_a_terminal_long_epochs_get_a_plain_line_every_line_seconds():
+    out, err = io.StringIO(), io.StringIO()
+    fit(BarProgress(out, err, line_seconds=0.0))   # every step is "long": 4 batches, a line for each but the last
+    lines = err.getvalue().split("\n")
+    assert "\r" not in err.getvalue() and lines[-1] == ""
+    assert [line.split(",")[0] for line in lines[:-1]] == [f"Epoch {e}/2: {b}/4 batch ({25 * b}%)"
+                                                           for e in (1, 2) for b in (1, 2, 3)]
+    assert all("loss=" in line and "ex/s=" in line for line in lines[:-1])
+    assert len(out.getvalue().splitlines()) == 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_gets_the_live_bar():
+    out, err = io.StringIO(), _Terminal()
+    fit(BarProgress(out, err))
+    frames = err.getvalue()
+    assert "\r" in frames and "Epoch 2/2" in frames and "4/4" in frames and "ex/s" in frames
+    assert len(out.getvalue().splitlines()) == 2
 
 
 def test_resume_with_initial_epoch_reports_only_the_remaining_epochs():

@@ -88,6 +88,13 @@ def test_real_http_client_reads_file_urls(tmp_path: Path) -> None:
         REAL_FETCH((tmp_path / "absent.bin").as_uri(), progress=False)
 
 
+def test_download_bar_writes_no_frames_when_stderr_is_not_a_terminal(tmp_path: Path, capsys) -> None:
+    source = tmp_path / "blob.bin"
+    source.write_bytes(b"\x00" * 300_000)
+    assert REAL_FETCH(source.as_uri(), progress=True) == source.read_bytes()
+    assert capsys.readouterr() == ("", "")
+
+
 def test_network_errors_are_oserrors() -> None:
     # load_movielens_100k relies on this to turn failures into DataNotFoundError.
     assert issubclass(urllib.error.URLError, OSError)

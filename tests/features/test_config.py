@@ -81,7 +81,7 @@ def test_config_errors() -> None:
     config = StringLookup(vocabulary=["a"]).get_config()
     with pytest.raises(ConfigError, match="StringLookup.*IntegerLookup"):
         IntegerLookup.from_config(config)
-    with pytest.raises(ConfigError, match="unknown layer class"):
+    with pytest.raises(ConfigError, match="unknown preprocessing layer .Nope."):
         layer_from_config({"class": "Nope"})
     with pytest.raises(ConfigError, match="class"):
         layer_from_config({"vocabulary": ["a"]})

@@ -43,7 +43,9 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _fetch(url: str, progress: bool = True) -> bytes:
-    """Download ``url`` into memory, with a tqdm bar when ``progress``.
+    """Download ``url`` into memory, with a tqdm bar when ``progress`` and stderr is a terminal.
+
+    (tqdm's ``disable=None``: no bar frames in a log file or a pipe.)
 
     Network problems surface as ``OSError`` (``URLError``, ``TimeoutError``).
     """
@@ -54,7 +56,7 @@ def _fetch(url: str, progress: bool = True) -> bytes:
         total = int(length) if length and length.isdigit() else None
         chunks: list[bytes] = []
         with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
-                  disable=not progress) as bar:
+                  disable=None if progress else True) as bar:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 chunks.append(chunk)
                 bar.update(len(chunk))

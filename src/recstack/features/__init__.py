@@ -6,7 +6,7 @@ Each layer is a parameter-free ``torch.nn.Module`` with ``fit`` (Keras ``adapt``
 columns of a table and saves them together.
 """
 
-from recstack.features.base import PreprocessingLayer, layer_from_config, registered_layers
+from recstack.features.base import PREPROCESSING_LAYERS, PreprocessingLayer, layer_from_config, registered_layers
 from recstack.features.discretization import Discretization
 from recstack.features.feature_set import FeatureSet
 from recstack.features.lookup import IntegerLookup, StringLookup
@@ -14,6 +14,7 @@ from recstack.features.normalization import Normalization
 from recstack.features.text import TextVectorization
 
 __all__ = [
+    "PREPROCESSING_LAYERS",
     "Discretization",
     "FeatureSet",
     "IntegerLookup",

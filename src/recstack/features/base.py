@@ -18,14 +18,19 @@ import torch
 from torch import nn
 
 from recstack.core.errors import ConfigError, DataError, NotFittedError
+from recstack.core.registry import Registry
 
-__all__ = ["PreprocessingLayer", "layer_from_config", "registered_layers"]
+__all__ = ["PREPROCESSING_LAYERS", "PreprocessingLayer", "layer_from_config", "registered_layers"]
 
 _L = TypeVar("_L", bound="PreprocessingLayer")
 
-# Concrete layer classes by name, filled by ``__init_subclass__`` so that
-# ``layer_from_config`` can rebuild any of them from the "class" key.
-_REGISTRY: dict[str, type[PreprocessingLayer]] = {}
+# The one table of preprocessing layers: stable name -> class. A layer's saved config records
+# its registered name under the "class" key (the names are the class names, as the configs
+# written before this table existed already say). HashingLookup is a lazy entry: its module
+# is imported on first use, so this module never imports it (no import cycle).
+PREPROCESSING_LAYERS: Registry[type[PreprocessingLayer]] = Registry(
+    "preprocessing layer", lazy={"HashingLookup": "recstack.features.hashing"}
+)
 
 # pandas.api.types.infer_dtype results that can be read as numbers.
 _NUMERIC_KINDS = frozenset(
@@ -37,7 +42,9 @@ class PreprocessingLayer(nn.Module):
     """Base class: a parameter-free module with ``fit`` / ``transform`` / config round trip.
 
     Subclasses implement ``fit``, ``transform``, ``is_fitted``, ``get_config`` and
-    ``_from_config``. ``forward`` is ``transform``, so ``layer(values)`` works.
+    ``_from_config``, and are registered under a stable name with
+    ``@PREPROCESSING_LAYERS.register("Name")`` so that saved configs can rebuild them.
+    ``forward`` is ``transform``, so ``layer(values)`` works.
     Outputs are created on the device the module was moved to with ``.to(device)``
     (CPU by default), so ``nn.Sequential(lookup, nn.Embedding(...)).to("cuda")`` works.
     """
@@ -47,11 +54,6 @@ class PreprocessingLayer(nn.Module):
         # Empty, non-persistent buffer: tracks .to(device) without adding
         # parameters or state_dict entries.
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not cls.__name__.startswith("_"):
-            _REGISTRY[cls.__name__] = cls
 
     # -- to implement ---------------------------------------------------------------
     @property
@@ -68,7 +70,7 @@ class PreprocessingLayer(nn.Module):
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
-        """Plain-JSON dict with a "class" key and the fitted state."""
+        """Plain-JSON dict with a "class" key (``self.registered_name()``) and the fitted state."""
         raise NotImplementedError
 
     @classmethod
@@ -76,6 +78,10 @@ class PreprocessingLayer(nn.Module):
         raise NotImplementedError
 
     # -- shared -----------------------------------------------------------------------
+    def registered_name(self) -> str:
+        """The stable name this layer's class is registered under (the "class" key of its config)."""
+        return PREPROCESSING_LAYERS.name_of(self)
+
     def forward(self, values: Any) -> torch.Tensor:  # noqa: D102 - same as transform
         return self.transform(values)
 
@@ -87,24 +93,23 @@ class PreprocessingLayer(nn.Module):
     def from_config(cls: type[_L], config: dict[str, Any]) -> _L:
         """Rebuild a layer from ``get_config()`` output.
 
-        Called on the base class it dispatches on ``config["class"]`` (like
-        ``layer_from_config``); called on a subclass the class must match.
+        Called on a registered class, the config's "class" must name that class; called on
+        the base class (or another unregistered parent such as the lookups' common base) it
+        dispatches on ``config["class"]`` like ``layer_from_config``, provided the named class
+        is a subclass of ``cls``.
         """
-        if not isinstance(config, dict):
-            raise ConfigError(f"a layer config must be a dict, got {type(config).__name__}")
-        name = config.get("class")
-        if cls is PreprocessingLayer or cls.__name__.startswith("_"):
-            return layer_from_config(config)  # type: ignore[return-value]
-        if name != cls.__name__:
+        name = _config_name(config)
+        target = PREPROCESSING_LAYERS.get(name)
+        if target is not cls and (_is_registered(cls) or not issubclass(target, cls)):
             raise ConfigError(
                 f"config is for class {name!r}, not {cls.__name__!r}; "
                 "use recstack.features.layer_from_config to rebuild any layer"
             )
         body = {k: v for k, v in config.items() if k != "class"}
         try:
-            return cls._from_config(body)
+            return target._from_config(body)  # type: ignore[return-value]
         except KeyError as exc:
-            raise ConfigError(f"{cls.__name__} config is missing key {exc.args[0]!r}") from exc
+            raise ConfigError(f"{name} config is missing key {exc.args[0]!r}") from exc
 
     def to_json(self, indent: int | None = None) -> str:
         """``get_config()`` as JSON text."""
@@ -137,24 +142,29 @@ class PreprocessingLayer(nn.Module):
 
 
 def registered_layers() -> list[str]:
-    """Names of the layer classes ``layer_from_config`` can rebuild."""
-    return sorted(_REGISTRY)
+    """Names of the layer classes ``layer_from_config`` can rebuild (lazy entries included)."""
+    return PREPROCESSING_LAYERS.names()
 
 
 def layer_from_config(config: dict[str, Any]) -> PreprocessingLayer:
-    """Rebuild any preprocessing layer from its ``get_config()`` dict (uses the "class" key)."""
-    if not isinstance(config, dict) or "class" not in config:
-        raise ConfigError('a layer config must be a dict with a "class" key')
-    cls = _REGISTRY.get(config["class"])
-    if cls is None and config["class"] == "HashingLookup":  # lives in recstack.streaming (needs no pyarrow)
-        from . import hashing  # noqa: F401  (registers the class)
+    """Rebuild any preprocessing layer from its ``get_config()`` dict (dispatches on the "class" key).
 
-        cls = _REGISTRY.get(config["class"])
-    if cls is None:
-        raise ConfigError(
-            f"unknown layer class {config['class']!r}; known: {', '.join(registered_layers())}"
-        )
-    return cls.from_config(config)
+    Raises:
+        ConfigError: not a dict with a "class" key, or the name is not a registered layer
+            (the message names the closest registered one).
+    """
+    return PreprocessingLayer.from_config(config)
+
+
+def _is_registered(cls: type) -> bool:
+    return any(value is cls for value in PREPROCESSING_LAYERS.loaded().values())
+
+
+def _config_name(config: Any) -> str:
+    if not isinstance(config, dict) or not isinstance(config.get("class"), str):
+        raise ConfigError('a layer config must be a dict with a "class" key naming the layer '
+                          f"(one of {registered_layers()})")
+    return config["class"]
 
 
 # ------------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 from recstack.core.errors import ConfigError, DataError
-from recstack.features.base import PreprocessingLayer, to_float_array
+from recstack.features.base import PREPROCESSING_LAYERS, PreprocessingLayer, to_float_array
 
 __all__ = ["Discretization"]
 
 
+@PREPROCESSING_LAYERS.register("Discretization")
 class Discretization(PreprocessingLayer):
     """Bucket index of each value: ``bucket = searchsorted(b, x, side="right")``.
 
@@ -130,7 +131,7 @@ class Discretization(PreprocessingLayer):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "class": "Discretization",
+            "class": self.registered_name(),
             "bin_boundaries": None if self._boundaries is None else self._boundaries.tolist(),
             "num_bins": self.num_bins,
             "epsilon": self.epsilon,

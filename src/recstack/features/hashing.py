@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from recstack.core.errors import ConfigError, DataError
-from recstack.features.base import PreprocessingLayer, to_1d_array, to_int_array
+from recstack.features.base import PREPROCESSING_LAYERS, PreprocessingLayer, to_1d_array, to_int_array
 
 from ..core.arrow import pyarrow
 
@@ -186,6 +186,7 @@ def collision_fraction(bins: Any) -> float:
     return float(np.mean(counts[inverse] > 1))
 
 
+@PREPROCESSING_LAYERS.register("HashingLookup")
 class HashingLookup(PreprocessingLayer):
     """Map ids (integers or strings) to ``[0, num_bins)`` by a stable hash; 0 = null.
 
@@ -248,7 +249,7 @@ class HashingLookup(PreprocessingLayer):
         return expected_collision_fraction(num_ids, self.num_bins - 1)
 
     def get_config(self) -> dict[str, Any]:
-        return {"class": type(self).__name__, "num_bins": self.num_bins, "salt": self.salt}
+        return {"class": self.registered_name(), "num_bins": self.num_bins, "salt": self.salt}
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> HashingLookup:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from recstack.core.errors import ConfigError, DataError
-from recstack.features.base import PreprocessingLayer, to_int_array, to_str_array
+from recstack.features.base import PREPROCESSING_LAYERS, PreprocessingLayer, to_int_array, to_str_array
 
 __all__ = ["StringLookup", "IntegerLookup"]
 
@@ -194,7 +194,7 @@ class _IndexLookup(PreprocessingLayer):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "class": type(self).__name__,
+            "class": self.registered_name(),
             "num_oov_indices": self.num_oov_indices,
             "order": self.order,
             "max_tokens": self.max_tokens,
@@ -215,6 +215,7 @@ class _IndexLookup(PreprocessingLayer):
         return f"tokens={size}, num_oov_indices={self.num_oov_indices}, order={self.order!r}"
 
 
+@PREPROCESSING_LAYERS.register("StringLookup")
 class StringLookup(_IndexLookup):
     """Map strings to indices: OOV -> 0, vocabulary token i -> i + 1 (Keras, mask_token=None).
 
@@ -247,6 +248,7 @@ class StringLookup(_IndexLookup):
         return np.asarray(prefix + self._vocab.tolist(), dtype=str)
 
 
+@PREPROCESSING_LAYERS.register("IntegerLookup")
 class IntegerLookup(_IndexLookup):
     """Map integer ids (int64) to indices: OOV -> 0, vocabulary token i -> i + 1.
 

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 from recstack.core.errors import ConfigError, DataError
-from recstack.features.base import PreprocessingLayer, to_float_array
+from recstack.features.base import PREPROCESSING_LAYERS, PreprocessingLayer, to_float_array
 
 __all__ = ["Normalization"]
 
 
+@PREPROCESSING_LAYERS.register("Normalization")
 class Normalization(PreprocessingLayer):
     """``y = (x - mean) / max(sqrt(variance), epsilon)`` (the Keras formula).
 
@@ -80,7 +81,7 @@ class Normalization(PreprocessingLayer):
         return self._output(y.astype(np.float32))
 
     def get_config(self) -> dict[str, Any]:
-        return {"class": "Normalization", "mean": self.mean, "variance": self.variance, "epsilon": self.epsilon}
+        return {"class": self.registered_name(), "mean": self.mean, "variance": self.variance, "epsilon": self.epsilon}
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Normalization:

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from recstack.core.errors import ConfigError, DataError
-from recstack.features.base import PreprocessingLayer, to_str_array
+from recstack.features.base import PREPROCESSING_LAYERS, PreprocessingLayer, to_str_array
 
 __all__ = ["TextVectorization"]
 
@@ -34,6 +34,7 @@ _STANDARDIZE = ("lower_and_strip_punctuation", "lower", "strip_punctuation", Non
 _SPLIT = ("whitespace", "character", None)
 
 
+@PREPROCESSING_LAYERS.register("TextVectorization")
 class TextVectorization(PreprocessingLayer):
     """Strings [n] -> LongTensor [n, L] of token ids, right-padded with 0.
 
@@ -270,7 +271,7 @@ class TextVectorization(PreprocessingLayer):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "class": "TextVectorization",
+            "class": self.registered_name(),
             "max_tokens": self.max_tokens,
             "output_sequence_length": self.output_sequence_length,
             "standardize": self.standardize,

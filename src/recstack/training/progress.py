@@ -4,7 +4,10 @@ Three modes, picked with ``fit(..., verbose=...)``:
 
 * ``"bar"`` (``verbose=True``): a tqdm bar per epoch on stderr with the live
   loss, metrics and throughput (examples/s), and a one-line summary per epoch
-  on stdout.
+  on stdout. When stderr is not a terminal (a log file, a pipe, CI) there is no
+  bar: carriage-return frames would pile up in the log, so instead a plain line
+  every ``line_seconds`` (30 s) tells how far a long epoch has got, and the
+  summary line per epoch follows as usual.
 * ``"quiet"`` (``verbose=False``): nothing.
 * ``"jsonl"``: one JSON object per line on stdout for scripts: ``train_begin``,
   ``epoch_end`` (all logs, ``examples_per_second``; NaN as null) and
@@ -40,35 +43,76 @@ def short_name(key: str) -> str:
     return tail.replace("root_mean_squared_error", "rmse")
 
 
-class ProgressBar:
-    """A per-epoch progress bar; silent when ``enabled`` is False.
+#: Seconds between two plain progress lines when the output is not a terminal.
+LINE_SECONDS = 30.0
 
-    Live values refresh at most every ``refresh_seconds`` so computing them
-    never dominates short steps.
+
+def is_terminal(stream: IO[str]) -> bool:
+    """True when ``stream`` is an interactive terminal (closed or detached streams are not)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class ProgressBar:
+    """A per-epoch progress display on ``stream`` (stderr); silent when ``enabled`` is False.
+
+    On a terminal it is a tqdm bar whose live values refresh at most every
+    ``refresh_seconds``, so computing them never dominates short steps. Anywhere else
+    it writes one plain line (``Epoch 2/5: 120/500 batch (24%), 41s, loss=...``) each
+    time ``line_seconds`` have passed since the start or the previous line, and nothing
+    for a step that ends sooner: a log gets lines, never carriage-return frames.
+
+    Args:
+        interactive: force the bar (True) or the plain lines (False); by default
+            ``is_terminal(stream)``.
     """
 
     def __init__(self, total: int, description: str, enabled: bool = True,
-                 refresh_seconds: float = 0.5, unit: str = "batch"):
+                 refresh_seconds: float = 0.5, unit: str = "batch", stream: IO[str] | None = None,
+                 interactive: bool | None = None, line_seconds: float = LINE_SECONDS):
         self.enabled = enabled
         self.refresh_seconds = refresh_seconds
-        self._last = 0.0
-        self._bar = tqdm(total=total, desc=description, unit=unit, leave=True,
-                         disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+        self.line_seconds = line_seconds
+        self.total, self.description, self.unit = total, description, unit
+        self.stream = stream or sys.stderr
+        self.interactive = is_terminal(self.stream) if interactive is None else interactive
+        self.n = 0
+        self._start = self._last = time.perf_counter()
+        self._bar = None
+        if enabled and self.interactive:
+            self._last = 0.0
+            self._bar = tqdm(total=total, desc=description, unit=unit, leave=True,
+                             file=self.stream, dynamic_ncols=True)
 
     def update(self, n: int, values_fn: Callable[[], dict[str, float]]) -> None:
         """Advance by ``n``; ``values_fn()`` returns the live metrics (called lazily)."""
         if not self.enabled:
             return
-        self._bar.update(n)
+        self.n += n
         now = time.perf_counter()
-        if now - self._last >= self.refresh_seconds or self._bar.n >= self._bar.total:
+        if self._bar is None:
+            if now - self._last >= self.line_seconds and self.n < self.total:
+                self._last = now
+                print(self._line(now, values_fn()), file=self.stream, flush=True)
+            return
+        self._bar.update(n)
+        if now - self._last >= self.refresh_seconds or self.n >= self.total:
             self._last = now
             self._bar.set_postfix(_postfix(values_fn()), refresh=True)
 
     def close(self, values: dict[str, float] | None = None) -> None:
-        if self.enabled and values is not None:
+        if self._bar is None:
+            return
+        if values is not None:
             self._bar.set_postfix(_postfix(values), refresh=True)
         self._bar.close()
+
+    def _line(self, now: float, values: dict[str, float]) -> str:
+        done = f"{self.n}/{self.total} {self.unit}" + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "")
+        live = " ".join(f"{k}={v}" for k, v in _postfix(values).items())
+        return f"{self.description}: {done}, {now - self._start:.0f}s" + (f", {live}" if live else "")
 
 
 class Progress:
@@ -106,15 +150,23 @@ class _Throughput:
 
 
 class BarProgress(Progress):
-    """tqdm bar per epoch (stderr) with live loss/metrics and examples/s; a summary line per epoch (stdout)."""
+    """A summary line per epoch (``stream``, stdout), and during the epoch a live display on ``err``.
 
-    def __init__(self, stream: IO[str] | None = None):
+    On ``err`` (stderr): a tqdm bar with the live loss/metrics and examples/s when it is a
+    terminal, else a plain line every ``line_seconds`` (see :class:`ProgressBar`).
+    """
+
+    def __init__(self, stream: IO[str] | None = None, err: IO[str] | None = None,
+                 line_seconds: float = LINE_SECONDS):
         self.stream = stream
+        self.err = err
+        self.line_seconds = line_seconds
         self._bar: ProgressBar | None = None
         self._speed = _Throughput()
 
     def epoch_begin(self, epoch: int, epochs: int, num_batches: int) -> None:
-        self._bar = ProgressBar(num_batches, f"Epoch {epoch}/{epochs}", enabled=True, unit="batch")
+        self._bar = ProgressBar(num_batches, f"Epoch {epoch}/{epochs}", enabled=True, unit="batch",
+                                stream=self.err, line_seconds=self.line_seconds)
         self._speed = _Throughput()
 
     def batch_end(self, rows: int, values_fn: Callable[[], dict[str, float]]) -> None:
