@@ -101,7 +101,7 @@ def test_silent_and_verbose_progress(capsys):
     TwoTower().fit(synthetic(), epochs=1, batch_size=64, optimizer=lambda p: torch.optim.Adagrad(p, lr=0.5),
                    validation_data=synthetic(), verbose=True)
     captured = capsys.readouterr()
-    assert "Epoch 1/1" in captured.err and "epoch 1/1" in captured.out
+    assert "\r" not in captured.err and "Epoch 1/1" not in captured.err and "epoch 1/1" in captured.out
 
 
 def test_missing_optimizer_and_empty_data():
