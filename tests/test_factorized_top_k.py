@@ -11,17 +11,25 @@ from recstack.tasks import Retrieval
 
 
 def numpy_ranks(q, cand, cand_ids, pos_emb, pos_ids=None, excluded=None):
-    """rank_i = #{j : id_j != pos_id_i, id_j not excluded for i, q_i.c_j > q_i.p_i}."""
+    """rank_i = #{j unmasked : q_i.c_j > q_i.p_i, or = and j before the positive's first position}.
+
+    Masked: id_j == pos_id_i and id_j excluded for i. Without pos_ids every tie favours the positive.
+    """
     ranks = []
     for i in range(q.shape[0]):
         pos = q[i] @ pos_emb[i]
+        first = None
+        if pos_ids is not None:
+            where = [j for j in range(cand.shape[0]) if cand_ids[j] == pos_ids[i]]
+            first = where[0] if where else cand.shape[0]
         count = 0
         for j in range(cand.shape[0]):
             if pos_ids is not None and cand_ids[j] == pos_ids[i]:
                 continue
             if excluded is not None and cand_ids[j] in excluded[i]:
                 continue
-            count += (q[i] @ cand[j]) > pos
+            score = q[i] @ cand[j]
+            count += score > pos or (first is not None and score == pos and j < first)
         ranks.append(count)
     return np.array(ranks)
 

@@ -30,7 +30,9 @@ def numpy_ranks(scores: np.ndarray, users: np.ndarray, positives: np.ndarray, ca
         mask = catalogue == p
         if excluded:
             mask |= np.isin(catalogue, list(excluded.get(u, set()) - {p}))
-        ranks.append(int((row[~mask] > scores[u][p]).sum()))
+        first = int(np.argmax(catalogue == p)) if (catalogue == p).any() else len(catalogue)
+        above = (row > scores[u][p]) | ((row == scores[u][p]) & (np.arange(len(catalogue)) < first))
+        ranks.append(int(above[~mask].sum()))
     return np.array(ranks)
 
 

@@ -13,9 +13,27 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import ColumnNotFoundError, DataError, suggest
 
-Batch = dict[str, torch.Tensor]
+
+class Batch(dict[str, torch.Tensor]):
+    """One batch: column name -> tensor slice (a plain dict otherwise).
+
+    Reading a column it does not have raises :class:`~recstack.core.errors.ColumnNotFoundError`
+    (a ``KeyError``) that names the missing column and the available ones, instead of a bare
+    ``KeyError('item')`` from inside a model's ``compute_loss``.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, name: str) -> torch.Tensor:
+        raise ColumnNotFoundError(_missing_message("the batch", name, list(self)))
+
+
+def _missing_message(where: str, name: object, available: list[str]) -> str:
+    hint = suggest(name, available) if isinstance(name, str) else ""
+    return (f"{where} has no column {name!r}{hint}; its columns are {sorted(available)}. Name the data's "
+            f"columns as the model reads them (e.g. Columns({{{name!r}: ...}})), or change the model's column names.")
 
 
 def epoch_order(num_rows: int, seed: int, epoch: int) -> torch.Tensor:
@@ -52,7 +70,9 @@ class Columns(Mapping[str, torch.Tensor]):
 
     Args:
         columns: name -> array-like. Numpy arrays and lists are converted with
-            ``torch.as_tensor`` (float64 becomes float32, the training dtype).
+            ``torch.as_tensor`` (float64 becomes float32, the training dtype). A pandas (or
+            polars) DataFrame whose columns are already encoded (integer ids, float features)
+            is accepted too; string columns are refused (encode them with a FeatureSet first).
 
     Example:
         >>> data = Columns({"user": torch.tensor([0, 1, 2]), "item": torch.tensor([5, 6, 7])})
@@ -61,7 +81,9 @@ class Columns(Mapping[str, torch.Tensor]):
     """
 
     def __init__(self, columns: Mapping[str, Any]):
-        if not columns:
+        if _is_data_frame(columns):
+            columns = {str(name): columns[name].to_numpy() for name in columns.columns}
+        if len(columns) == 0:
             raise DataError("Columns needs at least one column; got an empty mapping.")
         tensors: dict[str, torch.Tensor] = {}
         for name, values in columns.items():
@@ -80,9 +102,7 @@ class Columns(Mapping[str, torch.Tensor]):
         try:
             return self._columns[name]
         except KeyError:
-            raise KeyError(
-                f"No column {name!r}; available columns: {sorted(self._columns)}"
-            ) from None
+            raise ColumnNotFoundError(_missing_message("the data", name, list(self._columns))) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._columns)
@@ -140,10 +160,10 @@ class Columns(Mapping[str, torch.Tensor]):
         for start in range(0, stop, batch_size):
             end = min(start + batch_size, stop)
             if order is None:
-                yield {k: v[start:end] for k, v in self._columns.items()}
+                yield Batch({k: v[start:end] for k, v in self._columns.items()})
             else:
                 index = order[start:end]
-                yield {k: v.index_select(0, index) for k, v in self._columns.items()}
+                yield Batch({k: v.index_select(0, index) for k, v in self._columns.items()})
 
     def num_batches(self, batch_size: int, drop_remainder: bool = False) -> int:
         if drop_remainder:
@@ -157,16 +177,39 @@ class Columns(Mapping[str, torch.Tensor]):
         return self.batches(batch_size, order, drop_remainder)
 
 
-def as_columns(data: "Columns | Mapping[str, Any]") -> Columns:
-    """Accept a :class:`Columns` or a plain mapping of arrays."""
-    return data if isinstance(data, Columns) else Columns(data)
+def as_columns(data: "Columns | Mapping[str, Any]", caller: str = "this call") -> Columns:
+    """Accept a :class:`Columns` or a plain mapping of arrays (a raw DataFrame: see :func:`as_batch_source`)."""
+    if isinstance(data, Columns):
+        return data
+    _refuse_data_frame(data, caller)
+    return Columns(data)
 
 
-def as_batch_source(data: "BatchSource | Mapping[str, Any]") -> BatchSource:
-    """A :class:`BatchSource` as is; a mapping of arrays as :class:`Columns`."""
+def as_batch_source(data: "BatchSource | Mapping[str, Any]", caller: str = "this call") -> BatchSource:
+    """A :class:`BatchSource` as is; a mapping of arrays as :class:`Columns`.
+
+    A pandas/polars DataFrame is refused with a message saying how to encode it: models carry
+    no preprocessing, so raw ids in a table (e.g. MovieLens user "42") are not embedding rows,
+    and a table of already-encoded columns is one explicit ``recstack.Columns(df)`` away.
+    """
     if isinstance(data, Columns) or (not isinstance(data, Mapping) and isinstance(data, BatchSource)):
         return data
+    _refuse_data_frame(data, caller)
     return Columns(data)
+
+
+def _is_data_frame(data: Any) -> bool:
+    """pandas or polars DataFrame, recognised without importing either."""
+    return type(data).__name__ == "DataFrame" and hasattr(data, "columns") and hasattr(data, "to_numpy")
+
+
+def _refuse_data_frame(data: Any, caller: str) -> None:
+    if _is_data_frame(data):
+        raise DataError(
+            f"{caller} got a {type(data).__module__.split('.')[0]} DataFrame; models read encoded tensors, not "
+            "a raw table. Encode it with the preprocessing fitted on the training table, e.g. "
+            "recstack.Columns(feature_set.transform(df)) with a fitted recstack.features.FeatureSet, or, if "
+            "its columns already hold encoded integer ids and numeric features, pass recstack.Columns(df).")
 
 
 def _to_tensor(name: str, values: Any) -> torch.Tensor:

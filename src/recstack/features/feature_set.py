@@ -207,6 +207,10 @@ class FeatureSet:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise FileNotFoundError(f"no FeatureSet file at {path}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not a FeatureSet file: it is binary, not UTF-8 JSON text (byte "
+                              f"{exc.start} is 0x{exc.object[exc.start]:02x}). Pass the .json file that "
+                              "FeatureSet.save wrote.") from None
         try:
             return cls.from_json(text)
         except ConfigError as exc:

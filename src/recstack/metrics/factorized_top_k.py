@@ -1,15 +1,31 @@
 """FactorizedTopK: exact full-catalogue retrieval metrics for two-tower models.
 
-For each query row with positive candidate p, the metric computes its rank
+For each query row with positive candidate p (score s_p = q . e_p, first catalogue
+position pos_p of its id), the metric computes its rank among the unmasked candidates,
 
-    rank = #{c in candidates, c not masked : q . e_c > q . e_p}
+    rank = #{c : s_c > s_p} + #{c : s_c = s_p, position_c < pos_p}
 
 streaming over query batches and candidate chunks, so memory is bounded by
-``max_scores_in_memory`` whatever the catalogue size. From the ranks:
+``max_scores_in_memory`` whatever the catalogue size.
 
-* ``top_{k}_categorical_accuracy`` = weighted mean of [rank < k]. This is TFRS's
-  metric: Keras ``in_top_k`` counts ties in the positive's favour, and so does
-  the strict ``>`` above.
+**Ties** (one rule for every protocol: all items, exclude seen, per-user groups): equal
+scores are ordered by catalogue position, as a stable sort of the scores would list them
+(what ``recstack recommend`` and the serving index return: "ties keep item-id order").
+So a constant scorer gets the metrics of one fixed list, never a perfect score, and a
+user's positives that tie with each other take distinct ranks (recall@k <= k / |P|).
+Without ``true_candidate_ids`` the positive's own catalogue entry cannot be told from the
+others, so every tie then counts in the positive's favour, as Keras ``in_top_k`` and
+TFRS's FactorizedTopK do. A positive whose id is not in the catalogue is placed after
+every catalogue entry it ties with.
+
+**Non-finite scores**: a candidate scored NaN never ranks above the positive (NaN
+candidates rank last); a positive whose score is not finite (NaN, or an overflow to
+±inf), or whose query embedding is not, is a miss at every k and adds 0 to MRR (its
+rank is :data:`MISS_RANK`), so a diverged model scores 0, never 1.
+
+From the ranks:
+
+* ``top_{k}_categorical_accuracy`` = weighted mean of [rank < k] (TFRS's metric).
 * ``recall_at_{k}``, ``ndcg_at_{k}``, ``mrr``: computed per query group. With
   ``query_keys`` (e.g. the encoded user id of each row) the rows of one key form
   one query whose relevant items are those rows' positives:
@@ -42,6 +58,9 @@ from ..layers.candidates import CandidateEmbeddings, IdPositions, resolve_embedd
 from ..core.errors import ShapeError
 from ..core.exclusions import Exclusions
 from .base import Metric
+
+#: The rank of a positive that cannot be ranked (its score is NaN): past every cut-off, 0 in MRR.
+MISS_RANK = torch.iinfo(torch.long).max // 4
 
 
 class FactorizedTopK(Metric):
@@ -79,6 +98,7 @@ class FactorizedTopK(Metric):
         self.exclude = exclude
         self.max_scores_in_memory = int(max_scores_in_memory)
         self._embeddings: torch.Tensor | None = None
+        self._nonfinite_rows = torch.empty(0, dtype=torch.long)
         self._positions: IdPositions | None = None
         self.reset_state()
 
@@ -99,6 +119,8 @@ class FactorizedTopK(Metric):
                 ids = self.candidate_ids if self.candidate_ids is not None else torch.arange(emb.shape[0])
                 self._positions = IdPositions(ids)
             self._embeddings = emb
+            # Rows whose scores may be NaN: ranked last (their NaN scores become -inf when scored).
+            self._nonfinite_rows = torch.nonzero(~torch.isfinite(emb).all(dim=1)).reshape(-1)
         return self._embeddings
 
     # Metric protocol ---------------------------------------------------------
@@ -150,11 +172,23 @@ class FactorizedTopK(Metric):
         cand = cand.to(q.dtype)
         positive_scores = (q * pos_emb).sum(dim=1)
         rows, positions = self._masked_pairs(q.shape[0], true_candidate_ids, query_keys)
-        self._ranks.append(self._count_higher(q, cand, positive_scores, rows, positions))
+        first = None if true_candidate_ids is None else self._first_positions(true_candidate_ids, cand.shape[0])
+        ranks = self._count_higher(q, cand, positive_scores, rows, positions, first)
+        unrankable = ~torch.isfinite(positive_scores) | ~torch.isfinite(q).all(dim=1)
+        ranks = torch.where(unrankable, MISS_RANK, ranks)
+        self._ranks.append(ranks.cpu())
         weight = torch.ones(q.shape[0]) if sample_weight is None else sample_weight.detach().reshape(-1).double()
-        self._weights.append(weight.double())
+        self._weights.append(weight.double().cpu())
         if query_keys is not None:
-            self._keys.append(query_keys.detach().long().reshape(-1))
+            self._keys.append(query_keys.detach().long().reshape(-1).cpu())
+
+    def _first_positions(self, true_ids: torch.Tensor, num_candidates: int) -> torch.Tensor:
+        """[B] first catalogue position of each row's positive id (``num_candidates`` if absent)."""
+        assert self._positions is not None
+        ids = true_ids.detach().long().reshape(-1)
+        rows, positions = self._positions.positions(torch.arange(ids.shape[0], device=ids.device), ids)
+        first = torch.full((ids.shape[0],), num_candidates, dtype=torch.long, device=ids.device)
+        return first.scatter_reduce_(0, rows, positions, reduce="amin")
 
     def _masked_pairs(
         self, batch: int, true_ids: torch.Tensor | None, keys: torch.Tensor | None
@@ -175,26 +209,46 @@ class FactorizedTopK(Metric):
         return self._positions.positions(torch.cat(row_parts), torch.cat(id_parts))
 
     def _count_higher(self, q: torch.Tensor, cand: torch.Tensor, positive_scores: torch.Tensor,
-                      rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Per row, the number of unmasked candidates scoring strictly above the positive."""
+                      rows: torch.Tensor, positions: torch.Tensor,
+                      first_positions: torch.Tensor | None) -> torch.Tensor:
+        """Per row, the unmasked candidates ranked above the positive: scoring strictly higher, or
+        tying with it from an earlier catalogue position (``first_positions``; None: ties never count)."""
         batch, num_candidates = q.shape[0], cand.shape[0]
         chunk = max(1, self.max_scores_in_memory // max(batch, 1))
-        counts = torch.zeros(batch, dtype=torch.long)
+        counts = torch.zeros(batch, dtype=torch.long, device=q.device)
         q_t = q.t().contiguous()
         for start in range(0, num_candidates, chunk):
             stop = min(start + chunk, num_candidates)
             # [chunk, B]: candidates on rows is the fast matmul layout for small d.
             scores = cand[start:stop] @ q_t
+            if self._nonfinite_rows.numel():
+                bad = self._nonfinite_rows[(self._nonfinite_rows >= start) & (self._nonfinite_rows < stop)] - start
+                scores[bad] = scores[bad].nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
             if positions.numel():
                 inside = (positions >= start) & (positions < stop)
                 scores[positions[inside] - start, rows[inside]] = float("-inf")
-            # In place: scores - s_pos > 0  <=>  scores > s_pos, and a float sum over
-            # dim 0 is several times faster than summing a bool tensor (exact below 2**24).
-            counts += scores.sub_(positive_scores).gt_(0).sum(dim=0).long()
+            # In place, one pass each: sign(s_c - s_p) is 1 above, 0 tied, -1 below (no NaN is left:
+            # NaN candidate scores are -inf now, unrankable rows are set apart by the caller); over a
+            # column, sum(sign) = above - below and sum(|sign|) = above + below, so above = their
+            # mean. Float sums of +-1 are exact below 2**24 and several times faster than
+            # comparisons summed as bools.
+            sign = scores.sub_(positive_scores).sign_()
+            plus_minus = sign.sum(dim=0, dtype=torch.float32)
+            decided = sign.abs_().sum(dim=0, dtype=torch.float32)
+            counts += ((plus_minus + decided) * 0.5).long()
+            if first_positions is not None:
+                # Ties leave a column short of stop - start decided entries: rare, so the tied
+                # candidates listed before the positive are counted for those columns only.
+                short = torch.nonzero(decided < stop - start).reshape(-1)
+                if short.numel():
+                    earlier = (torch.arange(start, stop, device=q.device)[:, None]
+                               < first_positions[short][None, :])
+                    counts[short] += (sign[:, short] == 0).logical_and_(earlier).sum(dim=0)
         return counts
 
     def ranks(self) -> torch.Tensor:
-        """[N] rank of every row seen since the last reset (0 = ranked first)."""
+        """[N] rank of every row seen since the last reset (0 = ranked first; MISS_RANK = unrankable,
+        i.e. a NaN positive score)."""
         return torch.cat(self._ranks) if self._ranks else torch.empty(0, dtype=torch.long)
 
     def result(self) -> dict[str, float]:
@@ -236,11 +290,13 @@ def _group_metrics(ranks: torch.Tensor, keys: torch.Tensor | None, ks: Sequence[
         recall = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, group, hit) / sizes
         dcg = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, group, hit * discount)
         idcg = ideal[torch.clamp(sizes.long(), max=k)]
-        # Exact score ties between two positives can push DCG past IDCG; cap at 1.
+        # Rows of one key with different query embeddings (contextual towers) rank in different
+        # lists, where two positives can share a rank and push DCG past IDCG; cap at 1.
         ndcg = torch.clamp(dcg / idcg, max=1.0)
         out[f"{name}/recall_at_{k}"] = float(recall.mean())
         out[f"{name}/ndcg_at_{k}"] = float(ndcg.mean())
     best = torch.full((num_groups,), math.inf, dtype=torch.float64).scatter_reduce_(
         0, group, ranks_d, reduce="amin")
-    out[f"{name}/mrr"] = float((1.0 / (best + 1.0)).mean())
+    # A miss (MISS_RANK: a NaN positive, or beyond an approximate index's depth) adds exactly 0.
+    out[f"{name}/mrr"] = float(torch.where(best >= MISS_RANK, 0.0, 1.0 / (best + 1.0)).mean())
     return out

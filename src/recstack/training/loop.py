@@ -5,22 +5,26 @@ Batches come from a :class:`~recstack.core.columns.BatchSource`: for in-memory
 tensors; nothing per-example happens in Python. Reported losses are means of
 the per-batch losses over the epoch (what the TFRS/Keras progress bar shows);
 metrics are the tasks' streaming metrics, reset at the start of every epoch
-and every evaluation.
+and every evaluation. Every step is checked for non-finite losses and gradients
+(:mod:`recstack.training.guards`) with one host synchronisation per step.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..core import distributed
-from ..core.columns import BatchSource, as_batch_source, epoch_order  # epoch_order: re-exported
-from ..core.errors import ConfigError, DataError
+from ..core.columns import Batch, BatchSource, as_batch_source, epoch_order  # epoch_order: re-exported
+from ..core.errors import ConfigError, DataError, suggest
 from .callbacks import Callback
+from .guards import StepGuard, explain_lookup_error
 from .history import History
 from .progress import Progress, ProgressBar, make_progress
 
@@ -78,14 +82,15 @@ def model_device(model: "Model") -> torch.device:
     return torch.device("cpu")
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> Batch:
     """Move a batch to ``device`` if it is elsewhere (streamed batches arrive on the CPU): through
-    pinned memory with a non-blocking copy for CUDA, so the copy overlaps with compute."""
+    pinned memory with a non-blocking copy for CUDA, so the copy overlaps with compute. Always a
+    :class:`~recstack.core.columns.Batch` (a missing column then raises a clear error)."""
     if all(t.device == device for t in batch.values()):
-        return batch
+        return batch if isinstance(batch, Batch) else Batch(batch)
     if device.type == "cuda":
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-    return {k: v.to(device) for k, v in batch.items()}
+        return Batch({k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()})
+    return Batch({k: v.to(device) for k, v in batch.items()})
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -121,111 +126,150 @@ def resolve_optimizer(model: "Model", optimizer: OptimizerLike | None) -> torch.
     raise ConfigError(f"optimizer must be a torch.optim.Optimizer or a factory; got {type(optimizer).__name__}.")
 
 
-def fit(
-    model: "Model",
-    train: BatchSource | Mapping[str, Any],
-    epochs: int = 1,
-    batch_size: int = 1024,
-    optimizer: OptimizerLike | None = None,
-    validation_data: BatchSource | Mapping[str, Any] | None = None,
-    validation_freq: int = 1,
-    validation_batch_size: int | None = None,
-    shuffle: bool = True,
-    seed: int | None = None,
-    verbose: bool | str | Progress = True,
-    callbacks: Iterable[Callback] = (),
-    initial_epoch: int = 0,
-    drop_remainder: bool = False,
-    distributed_data: bool | None = None,
-    autocast_dtype: torch.dtype | None = None,
-) -> History:
-    """Train ``model`` (see :meth:`recstack.Model.fit` for the arguments).
+@dataclass(frozen=True)
+class FitOptions:
+    """Every option of :meth:`recstack.Model.fit`, defined once: names, order, defaults, checks.
 
-    ``verbose``: True/"bar", False/"quiet", "jsonl" or a
-    :class:`~recstack.training.progress.Progress` (see that module).
-    ``distributed_data``: shard every global batch of ``batch_size`` rows across the ranks of
-    an initialised torch.distributed group (default: whenever there are several ranks);
-    see :mod:`recstack.core.distributed`.
-    ``autocast_dtype``: run the towers under ``torch.autocast`` (e.g. torch.bfloat16 on GPU); the
-    retrieval loss's softmax stays in float32.
+    ``Model.fit(train, *args, **kwargs)`` builds ``FitOptions(*args, **kwargs)`` (so positional
+    calls keep working in this order) and its signature is generated from these fields; what each
+    option means is documented in :meth:`recstack.Model.fit`. ``verbose``: True/"bar",
+    False/"quiet", "jsonl" or a :class:`~recstack.training.progress.Progress`.
+    ``distributed_data``: see :mod:`recstack.core.distributed`.
     """
-    data = as_batch_source(train)
+
+    epochs: int = 1
+    batch_size: int = 1024
+    optimizer: OptimizerLike | None = None
+    validation_data: BatchSource | Mapping[str, Any] | None = None
+    validation_freq: int = 1
+    validation_batch_size: int | None = None
+    shuffle: bool = True
+    seed: int | None = None
+    verbose: bool | str | Progress = True
+    callbacks: Iterable[Callback] = ()
+    initial_epoch: int = 0
+    drop_remainder: bool = False
+    distributed_data: bool | None = None
+    autocast_dtype: torch.dtype | None = None
+    clip_grad_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.initial_epoch < 0:
+            raise ConfigError(f"initial_epoch must be >= 0; got {self.initial_epoch}.")
+        if self.epochs < 1 or self.batch_size < 1 or self.validation_freq < 1:
+            raise ConfigError(f"epochs, batch_size and validation_freq must be >= 1; got {self.epochs}, "
+                              f"{self.batch_size}, {self.validation_freq}.")
+        if self.clip_grad_norm is not None and not (self.clip_grad_norm > 0 and math.isfinite(self.clip_grad_norm)):
+            raise ConfigError(f"clip_grad_norm must be a positive finite number (or None); got {self.clip_grad_norm}.")
+
+    @classmethod
+    def from_call(cls, caller: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> "FitOptions":
+        """``cls(*args, **kwargs)`` with the TypeErrors of a misspelt or doubled option worded for ``caller``."""
+        names = [f.name for f in fields(cls)]
+        if len(args) > len(names):
+            raise TypeError(f"{caller} takes {len(names)} options after the data; got {len(args)} positional ones.")
+        for name in kwargs:
+            if name not in names:
+                raise TypeError(f"{caller} got an unexpected keyword argument {name!r}{suggest(name, names)}.")
+            if name in names[:len(args)]:
+                raise TypeError(f"{caller} got multiple values for {name!r}.")
+        return cls(*args, **kwargs)
+
+
+def fit_signature(method: Callable[..., Any]) -> inspect.Signature:
+    """``method``'s signature with its ``*args, **kwargs`` replaced by the FitOptions fields (for help())."""
+    head = [p for p in inspect.signature(method).parameters.values()
+            if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    options = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
+                                 annotation=f.type) for f in fields(FitOptions)]
+    return inspect.Signature([*head, *options], return_annotation="History")
+
+
+def fit(model: "Model", train: BatchSource | Mapping[str, Any], options: FitOptions = FitOptions()) -> History:
+    """Train ``model`` on ``train`` with ``options`` (see :meth:`recstack.Model.fit`).
+
+    Raises :class:`~recstack.core.errors.DivergedError` as soon as a loss or gradient is not
+    finite (before the optimizer applies it) or the parameters are not finite after an epoch;
+    ``model.history`` then holds the finite epochs.
+    """
+    o = options
+    data = as_batch_source(train, "fit()")
     if data.num_rows == 0:
         raise DataError("The training data has no rows.")
-    if initial_epoch < 0:
-        raise ConfigError(f"initial_epoch must be >= 0; got {initial_epoch}.")
-    if epochs < 1 or batch_size < 1 or validation_freq < 1:
-        raise ConfigError(
-            f"epochs, batch_size and validation_freq must be >= 1; got {epochs}, {batch_size}, {validation_freq}.")
-    val = as_batch_source(validation_data) if validation_data is not None else None
-    data, sharded = _sharded(data, distributed_data)
+    val = as_batch_source(o.validation_data, "fit(validation_data=...)") if o.validation_data is not None else None
+    data, sharded = _sharded(data, o.distributed_data)
     if sharded and not getattr(model, "distributed_ready", False):
         raise ConfigError(f"{type(model).__name__} does not support data-parallel training yet (its loss is not "
                           "defined over a sharded batch); train it in one process.")
-    opt = resolve_optimizer(model, optimizer)
+    opt = resolve_optimizer(model, o.optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
     add_regularization = distributed.rank() == 0 or not sharded   # the penalty once, not once per rank
     device = model_device(model)
     model.optimizer = opt
     model.stop_training = False
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)))
-    callbacks = list(callbacks)
+    seed = int(torch.randint(0, 2**31 - 1, (1,))) if o.seed is None else o.seed
+    callbacks = list(o.callbacks)
     for cb in callbacks:
         cb.set_model(model)
     history = History()
     model.history = history
+    guard = StepGuard(model, opt, device, o.clip_grad_norm, check_loss=not sharded)
+    guard.history, guard.last_finite_epoch = history, o.initial_epoch
     regularized = model.regularized_modules()
-    num_batches = data.num_batches(batch_size, drop_remainder)
-    progress = make_progress(verbose)
-    progress.train_begin(epochs, initial_epoch, data.num_rows, batch_size)
+    num_batches = data.num_batches(o.batch_size, o.drop_remainder)
+    progress = make_progress(o.verbose)
+    progress.train_begin(o.epochs, o.initial_epoch, data.num_rows, o.batch_size)
     for cb in callbacks:
         cb.on_train_begin()
 
-    for epoch in range(initial_epoch + 1, epochs + 1):
+    for epoch in range(o.initial_epoch + 1, o.epochs + 1):
+        guard.epoch = epoch
         for cb in callbacks:
             cb.on_epoch_begin(epoch)
         model.train()
         _reset_metrics(model)
         _invalidate_candidate_caches(model)
         losses = _LossMeans()
-        progress.epoch_begin(epoch, epochs, num_batches)
+        progress.epoch_begin(epoch, o.epochs, num_batches)
         start = time.perf_counter()
         rows = 0
-        batches = data.epoch_batches(batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
-                                     drop_remainder=drop_remainder)
+        batches = data.epoch_batches(o.batch_size, shuffle=o.shuffle, seed=seed, epoch=epoch,
+                                     drop_remainder=o.drop_remainder)
         with distributed.sharding(sharded):
             for step, batch in enumerate(batches):
                 batch = to_device(batch, device)
                 opt.zero_grad(set_to_none=True)
-                with autocast(device, autocast_dtype):
-                    loss = model.compute_loss(batch, training=True)
+                with autocast(device, o.autocast_dtype):
+                    loss = _compute_loss(model, batch, training=True)
                 reg = _regularization(regularized if add_regularization else [], loss)
                 total = loss + reg
                 total.backward()
                 if sharded:
                     distributed.all_reduce_gradients(trainable)
+                loss_value, reg_value = guard.check_step(loss, reg, step)   # the step's one host sync
                 opt.step()
                 _invalidate_candidate_caches(model)
-                losses.add(float(loss.detach()), float(reg.detach()))
+                losses.add(loss_value, reg_value)
                 batch_rows = next(iter(batch.values())).shape[0]
                 rows += batch_rows
                 progress.batch_end(batch_rows, lambda: {**losses.means(), **metric_results(model)})
                 for cb in callbacks:
-                    cb.on_train_batch_end(step, {"loss": float(loss.detach())})
+                    cb.on_train_batch_end(step, {"loss": loss_value})
         if sharded:
             losses.sum_over_ranks()
             _sync_metrics(model)
             rows = int(distributed.all_reduce_sum([rows])[0])
+        guard.check_epoch(epoch, losses.means(), losses.count)
         logs = {**metric_results(model), **losses.means()}
         logs["epoch_seconds"] = seconds = time.perf_counter() - start
         logs["examples_per_second"] = rows / seconds if seconds > 0 else math.nan
-        if val is not None and epoch % validation_freq == 0:
-            val_logs = evaluate(model, val, batch_size=validation_batch_size or batch_size, verbose=False,
-                                distributed_data=sharded, autocast_dtype=autocast_dtype)
+        if val is not None and epoch % o.validation_freq == 0:
+            val_logs = evaluate(model, val, batch_size=o.validation_batch_size or o.batch_size, verbose=False,
+                                distributed_data=sharded, autocast_dtype=o.autocast_dtype)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        progress.epoch_end(epoch, epochs, logs)
+        progress.epoch_end(epoch, o.epochs, logs)
         history.append(epoch, logs)
+        guard.epoch_done(epoch)
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
         if model.stop_training:
@@ -234,6 +278,17 @@ def fit(
         cb.on_train_end(history.last())
     progress.train_end(history.last())
     return history
+
+
+def _compute_loss(model: "Model", batch: Batch, training: bool) -> torch.Tensor:
+    """``model.compute_loss``; a failed embedding lookup is re-raised naming the column and the table."""
+    try:
+        return model.compute_loss(batch, training=training)
+    except (IndexError, RuntimeError, TypeError) as exc:
+        clearer = explain_lookup_error(model, batch, exc, training)
+        if clearer is None:
+            raise
+        raise clearer from None
 
 
 @torch.no_grad()
@@ -251,7 +306,7 @@ def evaluate(
     share of every batch and the losses and metric states are merged: every rank returns
     the single-process result.
     """
-    columns = as_batch_source(data)
+    columns = as_batch_source(data, "evaluate()")
     if columns.num_rows == 0:
         raise DataError("The evaluation data has no rows.")
     # Models whose loss cannot be sharded evaluate the whole data on every rank (same result).
@@ -266,8 +321,9 @@ def evaluate(
         with distributed.sharding(sharded):
             device = model_device(model)
             for batch in columns.epoch_batches(batch_size, shuffle=False, seed=0, epoch=0):
+                batch = to_device(batch, device)
                 with autocast(device, autocast_dtype):
-                    loss = model.compute_loss(to_device(batch, device), training=False)
+                    loss = _compute_loss(model, batch, training=False)
                 reg = _regularization(regularized if distributed.rank() == 0 or not sharded else [], loss)
                 losses.add(float(loss), float(reg))
                 bar.update(1, losses.means)

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..core.io import atomic_write_bytes
+from ..core.io import atomic_write_bytes, load_tensors
 from ..core.columns import Batch, BatchSource, Columns
 from ..metrics.base import Metric
 from ..tasks.base import Task
 from . import loop
-from .callbacks import Callback
 from .history import History
-from .progress import Progress
 
 
 class Model(nn.Module):
@@ -77,41 +75,31 @@ class Model(nn.Module):
         return total
 
     # Training ---------------------------------------------------------------
-    def fit(
-        self,
-        train: BatchSource | Mapping[str, Any],
-        epochs: int = 1,
-        batch_size: int = 1024,
-        optimizer: loop.OptimizerLike | None = None,
-        validation_data: BatchSource | Mapping[str, Any] | None = None,
-        validation_freq: int = 1,
-        validation_batch_size: int | None = None,
-        shuffle: bool = True,
-        seed: int | None = None,
-        verbose: bool | str | Progress = True,
-        callbacks: Iterable[Callback] = (),
-        initial_epoch: int = 0,
-        drop_remainder: bool = False,
-        distributed_data: bool | None = None,
-        autocast_dtype: torch.dtype | None = None,
-    ) -> History:
+    def fit(self, train: BatchSource | Mapping[str, Any], *args: Any, **kwargs: Any) -> History:
         """Train for ``epochs`` passes over ``train``.
 
+        The options (after ``train``, positionally in this order or by keyword) are the fields of
+        :class:`~recstack.training.loop.FitOptions`, defined there once with their defaults
+        (``help(Model.fit)`` shows the full signature).
+
         Args:
-            train: encoded columns (a :class:`~recstack.Columns` or mapping of tensors).
+            train: encoded columns (a :class:`~recstack.Columns` or mapping of tensors; a pandas
+                DataFrame must be encoded first, e.g. ``recstack.Columns(feature_set.transform(df))``).
             epochs: last epoch to run (with ``initial_epoch``, runs epochs
-                initial_epoch+1 .. epochs, like Keras).
-            batch_size: rows per step; the last batch of an epoch may be smaller.
+                initial_epoch+1 .. epochs, like Keras). Default 1.
+            batch_size: rows per step; the last batch of an epoch may be smaller. Default 1024.
             optimizer: a ``torch.optim.Optimizer`` or a factory ``params -> optimizer``;
                 may be omitted after the first call (the previous one is reused).
             validation_data: evaluated every ``validation_freq`` epochs; its
                 results are logged with a ``val_`` prefix.
+            validation_batch_size: batch size of the validation (default ``batch_size``).
             shuffle: reshuffle the rows every epoch (``False`` keeps their order,
                 like a TFRS ``shuffle().batch().cache()`` pipeline).
             seed: seeds the shuffles (each epoch's order depends only on seed and epoch).
             verbose: True or "bar" (progress bar and a summary line per epoch), False or
                 "quiet", "jsonl" (one JSON object per epoch on stdout), or a Progress object.
             callbacks: :class:`~recstack.training.Callback` objects.
+            initial_epoch: epochs already done (resuming); see ``epochs``.
             drop_remainder: drop the last partial batch.
             distributed_data: inside an initialised torch.distributed group, shard every global
                 batch of ``batch_size`` rows across the ranks (default: when there are several);
@@ -119,17 +107,21 @@ class Model(nn.Module):
             autocast_dtype: e.g. ``torch.bfloat16``: towers under ``torch.autocast`` (GPU mixed
                 precision); the retrieval softmax stays in float32. Batches on another device than
                 the model (e.g. streamed from disk) are moved to it (pinned memory on CUDA).
+            clip_grad_norm: rescale each step's gradients so that their global L2 norm is at most
+                this (like ``torch.nn.utils.clip_grad_norm_``; sparse gradients included).
 
         Returns:
             History with per-epoch ``loss``, ``regularization_loss``, ``total_loss``
             (means over batches), training metrics, ``epoch_seconds`` and ``val_*``.
+
+        Raises:
+            DivergedError: a loss or gradient became NaN/inf (checked every step, before the
+                optimizer applies it) or the parameters did after an epoch; it says where and
+                what to try, and ``model.history`` keeps the finite epochs.
         """
-        return loop.fit(self, train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                        validation_data=validation_data, validation_freq=validation_freq,
-                        validation_batch_size=validation_batch_size, shuffle=shuffle, seed=seed,
-                        verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
-                        drop_remainder=drop_remainder, distributed_data=distributed_data,
-                        autocast_dtype=autocast_dtype)
+        return loop.fit(self, train, loop.FitOptions.from_call(f"{type(self).__name__}.fit()", args, kwargs))
+
+    fit.__signature__ = loop.fit_signature(fit)  # type: ignore[attr-defined]
 
     def evaluate(self, data: BatchSource | Mapping[str, Any], batch_size: int = 4096,
                  verbose: bool = False, distributed_data: bool | None = None) -> dict[str, float]:
@@ -147,5 +139,4 @@ class Model(nn.Module):
 
     def load_weights(self, path: str | os.PathLike, strict: bool = True) -> None:
         """Load weights saved by :meth:`save_weights`; never unpickles arbitrary objects."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.load_state_dict(state, strict=strict)
+        self.load_state_dict(load_tensors(path), strict=strict)
