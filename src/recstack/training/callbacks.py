@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import Model
+    from .trainable import Trainable
 
 
 class Callback:
     """Base class; every hook is a no-op. ``self.model`` is set by ``fit``."""
 
-    model: "Model"
+    model: "Trainable"
 
-    def set_model(self, model: "Model") -> None:
+    def set_model(self, model: "Trainable") -> None:
         self.model = model
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None: ...

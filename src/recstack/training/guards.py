@@ -27,7 +27,7 @@ from ..layers.embedding import check_lookup_ids
 from .history import History
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import Model
+    from .trainable import Trainable
 
 def _l2(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
     """Global L2 norm of ``tensors`` as a 0-d float32 tensor on ``device``: one fused
@@ -59,7 +59,7 @@ class StepGuard:
             raises together; the gradients, identical on every rank, are checked each step).
     """
 
-    def __init__(self, model: "Model", optimizer: torch.optim.Optimizer, device: torch.device,
+    def __init__(self, model: "Trainable", optimizer: torch.optim.Optimizer, device: torch.device,
                  clip_grad_norm: float | None = None, check_loss: bool = True):
         self.model, self.optimizer, self.device = model, optimizer, device
         self.clip_grad_norm = clip_grad_norm
@@ -195,7 +195,7 @@ def _looks_like_lookup_error(exc: BaseException) -> bool:
     return isinstance(exc, (RuntimeError, TypeError)) and "indices" in str(exc)
 
 
-def explain_lookup_error(model: "Model", batch: dict[str, torch.Tensor], exc: BaseException,
+def explain_lookup_error(model: "Trainable", batch: dict[str, torch.Tensor], exc: BaseException,
                          training: bool) -> BaseException | None:
     """A clearer error for ``exc`` raised by ``model.compute_loss(batch)``, or None to keep ``exc``.
 

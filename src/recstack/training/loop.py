@@ -29,7 +29,7 @@ from .history import History
 from .progress import Progress, ProgressBar, make_progress
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import Model
+    from .trainable import Trainable
 
 OptimizerLike = torch.optim.Optimizer | Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -57,14 +57,14 @@ class _LossMeans:
             self.sums[name] = total
 
 
-def metric_results(model: "Model") -> dict[str, float]:
+def metric_results(model: "Trainable") -> dict[str, float]:
     out: dict[str, float] = {}
     for metric in model.metrics:
         out.update(metric.result())
     return out
 
 
-def _sync_metrics(model: "Model") -> None:
+def _sync_metrics(model: "Trainable") -> None:
     for metric in model.metrics:
         metric.sync()
 
@@ -75,7 +75,7 @@ def _sharded(data: BatchSource, enabled: bool | None) -> tuple[BatchSource, bool
     return (distributed.ShardedSource(data) if use else data), use
 
 
-def model_device(model: "Model") -> torch.device:
+def model_device(model: "Trainable") -> torch.device:
     """Where the model's parameters (or buffers) live; CPU for a model without either."""
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
@@ -100,19 +100,19 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _reset_metrics(model: "Model") -> None:
+def _reset_metrics(model: "Trainable") -> None:
     for metric in model.metrics:
         metric.reset_state()
 
 
-def _invalidate_candidate_caches(model: "Model") -> None:
+def _invalidate_candidate_caches(model: "Trainable") -> None:
     for metric in model.metrics:
         invalidate = getattr(metric, "invalidate", None)
         if invalidate is not None:
             invalidate()
 
 
-def resolve_optimizer(model: "Model", optimizer: OptimizerLike | None) -> torch.optim.Optimizer:
+def resolve_optimizer(model: "Trainable", optimizer: OptimizerLike | None) -> torch.optim.Optimizer:
     if optimizer is None:
         if getattr(model, "optimizer", None) is None:
             raise ConfigError(
@@ -185,7 +185,7 @@ def fit_signature(method: Callable[..., Any]) -> inspect.Signature:
     return inspect.Signature([*head, *options], return_annotation="History")
 
 
-def fit(model: "Model", train: BatchSource | Mapping[str, Any], options: FitOptions = FitOptions()) -> History:
+def fit(model: "Trainable", train: BatchSource | Mapping[str, Any], options: FitOptions = FitOptions()) -> History:
     """Train ``model`` on ``train`` with ``options`` (see :meth:`recstack.Model.fit`).
 
     Raises :class:`~recstack.core.errors.DivergedError` as soon as a loss or gradient is not
@@ -280,7 +280,7 @@ def fit(model: "Model", train: BatchSource | Mapping[str, Any], options: FitOpti
     return history
 
 
-def _compute_loss(model: "Model", batch: Batch, training: bool) -> torch.Tensor:
+def _compute_loss(model: "Trainable", batch: Batch, training: bool) -> torch.Tensor:
     """``model.compute_loss``; a failed embedding lookup is re-raised naming the column and the table."""
     try:
         return model.compute_loss(batch, training=training)
@@ -293,7 +293,7 @@ def _compute_loss(model: "Model", batch: Batch, training: bool) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model: "Model",
+    model: "Trainable",
     data: BatchSource | Mapping[str, Any],
     batch_size: int = 4096,
     verbose: bool | str = False,
