@@ -88,11 +88,12 @@ def training_source(model: Model, train: Columns) -> BatchSource:
 
 def fit_options(config: ExperimentConfig) -> dict[str, Any]:
     """The config's ``model.fit`` keyword arguments: epochs, batch size, shuffling (seeded with
-    ``config.seed``), validation cadence and batch size, autocast precision."""
+    ``config.seed``), validation cadence and batch size, autocast precision, gradient clipping."""
     t = config.training
     return {"epochs": t.epochs, "batch_size": t.batch_size, "shuffle": t.shuffle, "seed": config.seed,
             "validation_freq": t.validation_freq, "validation_batch_size": config.evaluation.batch_size,
-            "autocast_dtype": torch.bfloat16 if t.precision == "bf16" else None}
+            "autocast_dtype": torch.bfloat16 if t.precision == "bf16" else None,
+            "clip_grad_norm": t.clip_grad_norm or None}
 
 
 __all__ = ["build_model", "fit_options", "make_optimizer", "model_context", "resolve_device", "training_source"]

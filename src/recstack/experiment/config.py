@@ -161,7 +161,9 @@ class TrainingConfig:
     ``precision: bf16`` runs the towers under bfloat16 autocast (for GPUs; the retrieval
     softmax stays in float32). ``threads`` sets torch's intra-op CPU threads for the run
     (0: torch's default, one per core); 1 avoids the slowdown of OpenMP threads waiting on
-    each other when other jobs share the cores."""
+    each other when other jobs share the cores. ``clip_grad_norm`` > 0 rescales each step's
+    gradients to at most that global L2 norm (0: no clipping). A non-finite loss or gradient stops
+    the run with an error (status "failed"), never a result."""
 
     epochs: int = 3
     batch_size: int = 4096
@@ -172,6 +174,7 @@ class TrainingConfig:
     keep_checkpoints: int = 2
     precision: Literal["float32", "bf16"] = "float32"
     threads: int = 0
+    clip_grad_norm: float = 0.0
 
 
 @dataclass
@@ -372,6 +375,8 @@ def _check_values(c: ExperimentConfig, errors: list[str]) -> None:
          f"evaluation.ks: must be a non-empty list of positive integers, got {c.evaluation.ks}")
     need(bool(c.evaluation.protocols), "evaluation.protocols: list at least one of 'all-items', 'exclude-seen'")
     need(c.optimizer.learning_rate > 0, f"optimizer.learning_rate: must be > 0, got {c.optimizer.learning_rate}")
+    need(c.training.clip_grad_norm >= 0,
+         f"training.clip_grad_norm: must be >= 0 (0: no clipping), got {c.training.clip_grad_norm}")
     need(c.tasks.retrieval.weight >= 0 and c.tasks.rating.weight >= 0, "tasks.*.weight: must be >= 0")
     need(c.tasks.retrieval.weight > 0 or c.tasks.rating.weight > 0,
          "tasks: at least one of tasks.retrieval.weight and tasks.rating.weight must be > 0")

@@ -23,7 +23,7 @@ import torch
 
 from ..core import distributed
 from ..core.columns import Columns
-from ..core.errors import DataError
+from ..core.errors import ConfigError, DataError, DivergedError
 from ..training.callbacks import Callback
 from ..training.history import History
 from ..training.model import Model
@@ -142,6 +142,10 @@ def resume(run_dir: str | os.PathLike, reporter: Reporter) -> TrainResult:
         loaded = load_run(run.root)
         history = History.from_dict(run.read_json(run.history_json)) if run.history_json.exists() else History()
         return TrainResult(run.root, run.read_json(run.metrics), history, loaded.model, config)
+    if status.get("state") == "failed" and status.get("diverged"):
+        raise ConfigError(f"{run.root} diverged ({status.get('error', 'non-finite loss or gradient')}); resuming "
+                          "would diverge again with the same config. Start a new run with a lower "
+                          "optimizer.learning_rate or training.clip_grad_norm set.")
     main = distributed.is_main_process()
     with _failure_recorded(run if main else None):
         recorded = _recorded_files(run)
@@ -167,8 +171,11 @@ def _failure_recorded(run: RunDir | None) -> Iterator[None]:
     except BaseException as exc:
         if run is not None:
             reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            extra: dict[str, Any] = {}
+            if isinstance(exc, DivergedError):
+                extra = {"diverged": exc.to_dict(), "last_checkpoint": getattr(exc, "last_checkpoint", None)}
             try:
-                run.write_status("failed", error=reason)
+                run.write_status("failed", error=reason, **extra)
             except OSError:  # the folder itself is gone or read-only: the original error matters more
                 pass
         raise
@@ -285,12 +292,32 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
             model.fit(training_source(model, train_cols), optimizer=optimizer, validation_data=val_cols,
                       verbose=reporter.progress() if run is not None else False, callbacks=callbacks,
                       initial_epoch=initial_epoch, **fit_options(config))
+    except DivergedError as exc:
+        raise _diverged_run(exc, config, run) from None
     finally:
         if tensorboard is not None:
             tensorboard.close()
     if run is not None:
         run.save_history(history)
     return history
+
+
+def _diverged_run(exc: DivergedError, config: ExperimentConfig, run: RunDir | None) -> DivergedError:
+    """``exc`` reworded for the command line: --set hints instead of fit() arguments, and where the
+    last good checkpoint is (it can be older than the last finite epoch with checkpoint_every > 1)."""
+    checkpoint = run.latest_checkpoint() if run is not None else None
+    what = str(exc).split(" Try ")[0].rstrip(".")
+    lr = config.optimizer.learning_rate
+    clip = (f"--set training.clip_grad_norm={config.training.clip_grad_norm / 10:g}" if config.training.clip_grad_norm
+            else "--set training.clip_grad_norm=1.0")
+    kept = (f"the last good checkpoint is {checkpoint['path']} (epoch {checkpoint['epoch']})" if checkpoint
+            else "no checkpoint was written before it")
+    error = DivergedError(f"{what}; the run is marked failed and {kept}. Try --set optimizer.learning_rate={lr / 10:g} "
+                          f"or {clip}, and check the data for NaN/inf values.", epoch=exc.epoch, step=exc.step,
+                          global_step=exc.global_step, quantity=exc.quantity, names=exc.names, value=exc.value,
+                          last_finite_epoch=exc.last_finite_epoch, history=exc.history)
+    error.last_checkpoint = {"path": checkpoint["path"], "epoch": checkpoint["epoch"]} if checkpoint else None
+    return error
 
 
 def _describe_data(p: Prepared, reporter: Reporter) -> None:
