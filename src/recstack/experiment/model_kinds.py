@@ -32,7 +32,7 @@ Builder contract
   data stay interaction rows;
 * keeps everything it learns in its ``state_dict`` (parameters or persistent buffers) with
   shapes that depend on ``ctx`` alone: a saved run is reloaded by calling the builder again
-  with ``ctx.train = None`` and ``load_state_dict(torch.load(model.pt, weights_only=True))``.
+  with ``ctx.train = None`` and ``load_state_dict(recstack.core.io.load_tensors(model.pt))``.
   Closed-form models must therefore allocate their buffers at full size in the builder;
 * is built from ``ctx`` only (the caller seeds torch before the call, so initialisation
   is reproducible); per-epoch validation metrics come from the model's own Task metrics,

@@ -19,7 +19,7 @@ Layout of ``RUN/``::
     status.json            {"state": "running" | "completed" | "failed", "epoch": ...}
 
 Every ``.pt`` file holds only tensors and plain containers: it loads with
-``torch.load(path, weights_only=True)``.
+``recstack.core.io.load_tensors`` (weights-only: never unpickles objects).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 
-from ..core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
-from ..core.errors import ConfigError, DataError
+from ..core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_tensors, sha256_file
+from ..core.errors import ConfigError, DataError, UnsafeFileError
 from ..core.exclusions import Exclusions
 from ..training.history import History
 
@@ -131,14 +131,12 @@ class RunDir:
     @staticmethod
     def load_tensors(path: Path) -> Any:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return load_tensors(path)
         except FileNotFoundError:
             raise DataError(f"{path} does not exist.") from None
-        except Exception as exc:  # truncated or foreign file, or one holding more than tensors
-            # torch's own message spans lines and may suggest weights_only=False: never for these files.
+        except (UnsafeFileError, IsADirectoryError, PermissionError) as exc:  # truncated, foreign, or more than tensors
             raise DataError(f"{path} is not a readable recstack tensor file (truncated, damaged or not written "
-                            f"by recstack; only tensors are loaded, never pickled objects): "
-                            f"{type(exc).__name__}") from None
+                            f"by recstack; only tensors are loaded, never pickled objects): {exc}") from None
 
     def load_tensor_dict(self, path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
         """A tensor file holding a dict with (at least) ``keys``; anything else is a DataError."""
