@@ -128,3 +128,19 @@ def test_top_k_categorical_accuracy_never_counts_nan_as_a_hit():
     metric.update_state(labels, scores)
     assert metric.result()["top_1_categorical_accuracy"] == pytest.approx(1 / 3)
     assert not math.isnan(metric.result()["top_1_categorical_accuracy"])
+
+
+def test_a_query_whose_scores_could_overflow_is_a_miss_and_one_just_below_ranks():
+    # [2, 2, 2, 2, -2, -2, -2, -2] . 3e38 overflows float32: NaN in one matmul layout, inf in
+    # another (torch.sign(NaN) is 0, so a NaN used to count as a tie before the positive).
+    d = 8
+    spike = torch.cat([torch.full((1, 4), 2.0), torch.full((1, 4), -2.0)], 1)
+    cand = torch.cat([spike, torch.eye(d)[:5]])                       # max norm: sqrt(32)
+    limit = torch.finfo(torch.float32).max / 2
+    below = limit / math.sqrt(32) / math.sqrt(d) * 0.99              # ||q|| * max||c|| just under the limit
+    q = torch.stack([torch.full((d,), 3e38), torch.full((d,), below)])
+    metric = FactorizedTopK(cand, ks=(1, 5))
+    positives = torch.tensor([2, 2])
+    metric.update_state(q, cand[positives], true_candidate_ids=positives)
+    # Row 1: the spike scores exactly 0, eye rows tie at `below`; the positive (position 2) follows position 1.
+    assert metric.ranks().tolist() == [MISS_RANK, 1]

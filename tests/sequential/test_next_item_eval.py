@@ -22,12 +22,13 @@ V = 12
 
 
 def reference_rank(scores: np.ndarray, target: int, excluded: set[int]) -> float:
-    """#items j in 1..V-1, j != target, j not excluded, with scores[j] >= scores[target]."""
-    own = scores[target]
-    if not math.isfinite(own):
+    """The target's index in the list a stable descending sort serves over ids 1..V-1 (the
+    excluded ids removed, NaN scores last); inf when the target's own score is not finite."""
+    if not math.isfinite(scores[target]):
         return math.inf
-    return float(sum(1 for j in range(1, len(scores))
-                     if j != target and j not in excluded and scores[j] >= own))
+    keep = np.array([j for j in range(1, len(scores)) if j == target or j not in excluded])
+    order = keep[np.argsort(-scores[keep], kind="stable")]
+    return float(np.flatnonzero(order == target)[0])
 
 
 def reference_metrics(rank: float, k: int) -> tuple[float, float, float]:
@@ -88,18 +89,35 @@ def test_leave_one_out_metrics_match_the_reference(exclude_seen: bool) -> None:
     assert np.isinf(result.ranks[0]) and result.per_row["hr_at_5"][0] == 0.0
 
 
-def test_nan_scores_are_never_hits_and_ties_go_against_the_target() -> None:
+def test_nan_scores_are_never_hits_and_ties_go_to_the_lower_id() -> None:
     scores = torch.tensor([
-        [0.0, 1.0, 1.0, 1.0, 1.0],            # all tied: the target is behind the 3 others
+        [0.0, 1.0, 1.0, 1.0, 1.0],            # all tied: target 2 is behind item 1 only
         [0.0, float("nan"), 2.0, 1.0, 0.5],   # NaN target: a miss
         [0.0, 3.0, float("nan"), 1.0, 2.0],   # NaN candidate never ahead: target 4 ranks behind item 1 only
         [9.0, 1.0, 2.0, 3.0, 4.0],            # the pad column never ranks
+        [0.0, 2.0, 1.0, 2.0, 2.0],            # target 3 ties with 1 (ahead) and 4 (behind)
+        [0.0, 1.0, float("inf"), 0.0, 0.0],   # an infinite target score: a miss too
     ])
-    ranks = target_ranks(scores, torch.tensor([2, 1, 4, 4]))
-    assert ranks.tolist() == [3.0, math.inf, 1.0, 0.0]
+    ranks = target_ranks(scores, torch.tensor([2, 1, 4, 4, 3, 2]))
+    assert ranks.tolist() == [1.0, math.inf, 1.0, 0.0, 1.0, math.inf]
     metrics = rank_metrics(ranks, ks=(10,))
-    assert metrics["hr_at_10"].tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert metrics["hr_at_10"].tolist() == [1.0, 0.0, 1.0, 1.0, 1.0, 0.0]
     assert metrics["ndcg_at_10"][1] == 0.0 and metrics["mrr"][1] == 0.0
+
+
+def test_a_constant_scorer_ranks_each_target_at_its_catalogue_position() -> None:
+    """Everything tied (a collapsed model): neither HR 1 (ties for the target) nor HR 0 (ties
+    against it), but the list a stable sort serves: item 1, 2, ..., V-1."""
+    table = interactions(seed=3)
+    split = leave_one_out(build_histories(table[:, 0], table[:, 1], table[:, 2]), 4)
+    result = evaluate_next_item(TableScorer(np.zeros((V, V))), split.test, ks=(1, 3))
+    np.testing.assert_array_equal(result.ranks, split.test.target - 1.0)
+    assert result.metrics["hr_at_3"] == pytest.approx(np.mean(split.test.target <= 3))
+    assert 0.0 < result.metrics["hr_at_3"] < 1.0
+    seen = evaluate_next_item(TableScorer(np.zeros((V, V))), split.test, ks=(1,), exclude_seen=True)
+    for row in range(split.test.num_rows):          # only unseen lower ids are ahead
+        lower = set(range(1, int(split.test.target[row]))) - set(split.test.seen().row(row).tolist())
+        assert seen.ranks[row] == len(lower)
 
 
 def test_exclusions_remove_items_but_never_the_target() -> None:
@@ -112,16 +130,20 @@ def test_exclusions_remove_items_but_never_the_target() -> None:
 def test_sampled_protocol_ranks_among_the_drawn_negatives_only() -> None:
     table = interactions(seed=4)
     split = leave_one_out(build_histories(table[:, 0], table[:, 1], table[:, 2]), 4)
-    scores = np.random.default_rng(2).normal(size=(V, V))
+    scores = np.random.default_rng(2).integers(0, 3, size=(V, V)).astype(np.float64)     # many ties
     negatives = sample_negatives(split.test, V, 5, seed=0)
     result = evaluate_sampled(TableScorer(scores), split.test, negatives, ks=(1, 3))
     last = split.test.history[:, -1]
     for row in range(split.test.num_rows):
-        s = scores[last[row]]
-        expected = float(sum(s[j] >= s[split.test.target[row]] for j in negatives[row]))
-        assert result.ranks[row] == expected
+        s, target = scores[last[row]], int(split.test.target[row])
+        listed = np.sort(np.r_[negatives[row], target])             # the row's items, id order
+        served = listed[np.argsort(-s[listed], kind="stable")]
+        assert result.ranks[row] == float(np.flatnonzero(served == target)[0])
     assert result.protocol == "sampled_5"
-    assert sampled_ranks(torch.tensor([[float("nan"), 1.0]])).tolist() == [math.inf]
+    ids = torch.tensor([[4, 2, 7]])
+    assert sampled_ranks(torch.tensor([[1.0, 1.0, 1.0]]), ids).tolist() == [1.0]    # only id 2 is ahead
+    assert sampled_ranks(torch.tensor([[float("nan"), 1.0, 0.0]]), ids).tolist() == [math.inf]
+    assert sampled_ranks(torch.tensor([[0.0, float("nan"), 0.0]]), ids).tolist() == [0.0]
 
 
 def test_a_scorer_in_training_mode_is_evaluated_in_eval_mode_and_restored() -> None:

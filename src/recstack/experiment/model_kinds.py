@@ -286,7 +286,7 @@ def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
 
 @dataclass
 class PopularityParams:
-    """``tie_break``: equal counts rank by item id instead of all counting in the positive's favour."""
+    """``tie_break``: equal counts rank by item id in the scores themselves (see ``Popularity``)."""
 
     tie_break: bool = True
 

@@ -1,4 +1,9 @@
-"""BruteForce: exact top-k by scoring every candidate (torch matmul + top-k, chunked)."""
+"""BruteForce: exact top-k by scoring every candidate (torch matmul + top-k, chunked).
+
+Ties are served in catalogue order (the order of ``build`` then ``add``), as a stable
+descending sort of all scores would list them: the rule every recstack protocol ranks by
+(:mod:`recstack.metrics.factorized_top_k`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import torch
 
 from ..core.errors import ConfigError, DataError, ShapeError
 from ..core.id_lists import IdLists
-from ..layers.candidates import IdPositions, embed_in_batches
+from ..layers.candidates import IdPositions, embed_in_batches, max_row_norm, scores_may_overflow
 from .arrays import as_ids, check_finite, check_unique, checked_ids, load_npy
 from .contract import Index, saved_file
 from .filters import allow_rows, exclusion_rows
@@ -28,7 +33,8 @@ class BruteForce(Index):
     ``max_scores_in_memory`` floats (64 MB by default), so a 1M x 128 catalogue is
     searched in bounded memory; each tile keeps its top-k and the running best
     lists are merged. The matmul uses torch's intra-op threads
-    (``torch.set_num_threads``).
+    (``torch.set_num_threads``). Equal scores come in catalogue order (build order,
+    then added candidates), whatever the tiling.
 
     Args:
         query_model: optional module mapping raw queries to [B, d] embeddings
@@ -54,6 +60,7 @@ class BruteForce(Index):
         self._embeddings: torch.Tensor | None = None
         self._identifiers: np.ndarray | None = None
         self._ids: IdPositions | None = None
+        self._max_norm = 0.0
 
     # Building -------------------------------------------------------------
     def build(self, ids: Any, embeddings: Any,
@@ -74,6 +81,7 @@ class BruteForce(Index):
         ident = ids_np if identifiers is None else _identifiers(identifiers, emb.shape[0])
         self._embeddings, self._identifiers = emb, ident
         self._ids = IdPositions(torch.from_numpy(ids_np.copy()))
+        self._max_norm = max_row_norm(emb)
         return self
 
     def index_from_tower(self, tower: Callable[[Any], torch.Tensor],
@@ -114,6 +122,19 @@ class BruteForce(Index):
             raise DataError(f"unknown candidate id(s) {ids_t[~found][:5].tolist()}.")
         return self._embeddings[self._ids._order[lo]]
 
+    def catalogue_positions(self, ids: Any) -> np.ndarray:
+        """[n] ids -> catalogue position (build order, then added candidates), the order ties are
+        served in; ``num_candidates`` for an id that is not indexed (it follows every entry)."""
+        self._require_built()
+        assert self._ids is not None
+        ids_t = torch.from_numpy(as_ids(np.atleast_1d(np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids))))
+        return self._ids.first_positions(ids_t).numpy()
+
+    def overflowing(self, queries: Any) -> torch.Tensor:
+        """[B] True for query rows whose float32 scores could overflow to inf or NaN
+        (:func:`~recstack.layers.candidates.scores_may_overflow`); :meth:`search` refuses them."""
+        return scores_may_overflow(torch.as_tensor(queries).detach().cpu().float(), self._max_norm, torch.float32)
+
     # Searching -----------------------------------------------------------------
     def __call__(self, queries: Any, k: int | None = None, exclude: Any = None,
                  query_keys: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
@@ -130,6 +151,15 @@ class BruteForce(Index):
             raise ShapeError(
                 f"queries must be [B, {self.dimension}] to match the indexed candidates; got {tuple(q.shape)}.")
         check_finite(q, "queries")
+        risky = scores_may_overflow(q, self._max_norm, torch.float32)
+        if bool(risky.any()):
+            row = int(torch.nonzero(risky)[0])
+            raise DataError(
+                f"queries row {row} has norm {float(q[row].double().norm()):.3g} and the largest candidate "
+                f"norm is {self._max_norm:.3g}: their inner products can overflow float32 (to inf, or NaN, "
+                f"depending on the summation order), so there is no ranking to return; "
+                f"{int(risky.sum())} of {q.shape[0]} rows are affected. Embeddings this large usually mean a "
+                "diverged model: check the towers that produced them, or rescale the vectors.")
         return q
 
     @torch.no_grad()
@@ -148,9 +178,13 @@ class BruteForce(Index):
 
         Returns:
             (scores [B, k'] float32 tensor, identifiers [B, k']) in descending score
-            order, k' = min(k, C). Masked candidates score -inf; if fewer than k
-            remain, the tail holds -inf scores (with integer identifiers, id -1;
-            otherwise arbitrary identifiers).
+            order, equal scores in catalogue order, k' = min(k, C). Masked candidates
+            score -inf; if fewer than k remain, the tail holds -inf scores (with integer
+            identifiers, id -1; otherwise arbitrary identifiers).
+
+        Raises:
+            DataError: a query is not finite, or its scores could overflow float32
+                (:meth:`overflowing`), so no ranking of it is defined.
         """
         q = self._queries(queries)
         assert self._embeddings is not None and self._identifiers is not None
@@ -178,17 +212,15 @@ class BruteForce(Index):
             if exclude_rows.numel():
                 inside = (exclude_pos >= start) & (exclude_pos < stop)
                 scores[exclude_rows[inside], exclude_pos[inside] - start] = float("-inf")
-            top = torch.topk(scores, min(k, stop - start), dim=1)
-            best_scores = torch.cat([best_scores, top.values], dim=1)
-            best_pos = torch.cat([best_pos, top.indices + start], dim=1)
-            if best_scores.shape[1] > k:
-                keep = torch.topk(best_scores, k, dim=1)
-                best_scores = keep.values
-                best_pos = best_pos.gather(1, keep.indices)
-        # topk within the merged set can reorder ties; sort for a stable descending result.
-        order = torch.sort(best_scores, dim=1, descending=True, stable=True).indices
-        best_scores = best_scores.gather(1, order)
-        best_pos = best_pos.gather(1, order)
+            top_scores, top_pos = stable_top_k(scores, min(k, stop - start))
+            # Both lists are in (score descending, position ascending) order and every earlier
+            # tile's positions come first, so a stable sort of the two keeps that order.
+            best_scores = torch.cat([best_scores, top_scores], dim=1)
+            best_pos = torch.cat([best_pos, top_pos + start], dim=1)
+            if start > 0:
+                order = torch.sort(best_scores, dim=1, descending=True, stable=True).indices[:, :k]
+                best_scores = best_scores.gather(1, order)
+                best_pos = best_pos.gather(1, order)
         out = self._identifiers[best_pos.numpy()]
         if out.dtype.kind in "iu":
             out = out.astype(np.int64, copy=True)
@@ -197,15 +229,20 @@ class BruteForce(Index):
 
     @torch.no_grad()
     def count_higher(self, queries: Any, thresholds: torch.Tensor, exclude: Any = None,
-                     query_keys: Any = None) -> torch.Tensor:
-        """[B] number of unmasked candidates with q . x > threshold (exact ranks for metrics).
+                     query_keys: Any = None, positive_ids: Any = None) -> torch.Tensor:
+        """[B] number of unmasked candidates ranked above a positive scoring ``threshold``:
+        q . x > threshold, or q . x == threshold at a catalogue position before the positive's
+        (exact ranks for metrics; the order :meth:`search` serves).
 
         Args:
             queries: [B, d]; thresholds: [B]; exclude: as in :meth:`search`.
+            positive_ids: [B] id of each row's positive (an id not indexed follows every
+                candidate); None: equal scores never count (ties in the positive's favour).
         """
         q = self._queries(queries)
         assert self._embeddings is not None
         thresholds = torch.as_tensor(thresholds).reshape(-1).to(q.dtype)
+        first = None if positive_ids is None else torch.from_numpy(self.catalogue_positions(positive_ids))
         rows, pos = self._pairs(exclude, q.shape[0], query_keys)
         counts = torch.zeros(q.shape[0], dtype=torch.long)
         chunk = max(1, self.max_scores_in_memory // max(q.shape[0], 1))
@@ -216,6 +253,9 @@ class BruteForce(Index):
                 inside = (pos >= start) & (pos < stop)
                 scores[rows[inside], pos[inside] - start] = float("-inf")
             counts += (scores > thresholds[:, None]).sum(dim=1)
+            if first is not None:
+                earlier = torch.arange(start, stop)[None, :] < first[:, None]
+                counts += ((scores == thresholds[:, None]) & earlier).sum(dim=1)
         return counts
 
     def _positions(self, row_ids: IdLists) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,6 +280,7 @@ class BruteForce(Index):
         self._embeddings = self._embeddings[keep].contiguous()
         self._identifiers = self._identifiers[keep.numpy()]
         self._ids = IdPositions(self._ids.ids[keep])
+        self._max_norm = max_row_norm(self._embeddings)
         return int(drop.sum())
 
     def add(self, ids: Any, embeddings: Any) -> BruteForce:
@@ -259,6 +300,7 @@ class BruteForce(Index):
         self._embeddings = torch.cat([self._embeddings, emb.detach().cpu().float()]).contiguous()
         self._identifiers = np.concatenate([self._identifiers, new])
         self._ids = IdPositions(torch.cat([self._ids.ids, torch.from_numpy(new.copy())]))
+        self._max_norm = max(self._max_norm, max_row_norm(emb.detach().cpu().float()))
         return self
 
     # Persistence ---------------------------------------------------------------------
@@ -294,6 +336,34 @@ class BruteForce(Index):
         if saved_file(directory, state, "query_model.json", required=False) is not None:
             saved_file(directory, state, "query_model.npz")        # its weights must be listed too
             self.query_model = load_query_model(directory)
+
+
+def stable_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``k`` columns of each row of ``scores`` [B, n] in the order a stable descending
+    sort lists them: (values [B, k], column indices [B, k]) by score descending, equal scores by
+    column ascending, the lowest columns kept among ties at the cut. No NaN (callers refuse them).
+
+    ``torch.topk`` selects the right set except which of the k-th value's ties it keeps (and in
+    what order). A row holds more of that value than the slots left for it exactly when its
+    (k+1)-th value equals its k-th, so one top-(k+1) finds those rows, and only they are
+    re-selected, by a cumulative count over the row: no sort of n, no extra pass over the tile.
+    """
+    top = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
+    values, indices = top.values[:, :k], top.indices[:, :k]
+    kth = values[:, -1:]
+    slots = (values == kth).sum(dim=1)
+    tied = (torch.nonzero(top.values[:, k] == kth[:, 0]).reshape(-1) if top.values.shape[1] > k
+            else torch.empty(0, dtype=torch.long))
+    if tied.numel():
+        sub, cut = scores[tied], kth[tied]
+        equal = sub == cut
+        keep = (sub > cut) | (equal & (equal.cumsum(dim=1) <= slots[tied, None]))
+        indices = indices.clone()
+        indices[tied] = torch.nonzero(keep)[:, 1].reshape(-1, k)       # row-major: columns ascending
+    indices = indices.sort(dim=1).values
+    values = scores.gather(1, indices)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return values.gather(1, order), indices.gather(1, order)
 
 
 def _identifiers(identifiers: Any, n: int) -> np.ndarray:

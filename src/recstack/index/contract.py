@@ -110,6 +110,20 @@ class Index(abc.ABC):
     def _load_files(self, directory: Path, state: dict[str, Any]) -> None:
         """Restore backend state from the files of ``directory`` that ``state["files"]`` lists."""
 
+    def catalogue_positions(self, ids: Any) -> np.ndarray:
+        """[n] ids -> position in the catalogue order equal scores are ranked in (what
+        :class:`~recstack.index.IndexTopK` counts ties by); an id not indexed gets
+        ``num_candidates`` (it follows every entry). Here: ascending id, as approximate backends
+        keep no build order; :class:`~recstack.index.BruteForce` uses its build order, the order
+        its search serves ties in."""
+        known = self.candidate_ids()
+        ids = as_ids(np.atleast_1d(np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids)))
+        if known.shape[0] == 0:
+            return np.zeros(ids.shape[0], dtype=np.int64)
+        lo = np.searchsorted(known, ids)
+        found = (lo < known.shape[0]) & (known[np.minimum(lo, known.shape[0] - 1)] == ids)
+        return np.where(found, lo, known.shape[0]).astype(np.int64)
+
     def remove(self, ids: Any) -> int:
         """Delete candidates by id; returns how many were removed."""
         raise NotImplementedError(f"{type(self).__name__} does not support removal.")

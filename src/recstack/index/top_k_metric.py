@@ -1,19 +1,27 @@
 """IndexTopK: FactorizedTopK's retrieval metrics, evaluated through any recstack index.
 
-For each query row with positive p (embedding e_p, id p):
+For each query row with positive p (embedding e_p, id p, catalogue position pos_p, score
+s_p = q . e_p):
 
     retrieved = index.search(q, depth, exclude = {p} ∪ excluded ids of the row's key)
-    rank      = #{r in retrieved : score_r > q . e_p}          when that count < depth
-              = exact count over the catalogue (BruteForce.count_higher)  otherwise, exact indexes
-              = unknown (>= depth)                              otherwise, approximate indexes
+    above     = #{r in retrieved : s_r > s_p, or s_r = s_p and position_r < pos_p}
+    rank      = above                          when above < depth (and, exact indexes, no r ties)
+              = exact count over the catalogue, the same rule (BruteForce.count_higher)
+                                               otherwise, exact indexes
+              = unknown (>= depth)             otherwise, approximate indexes
 
-``depth = max(ks)``. With an exact index every rank below ``depth`` equals
-FactorizedTopK's (same masking: the positive's own id and the exclusions; same
-strict ``>``), and ranks beyond it come from an exact count, so every reported
-number is identical to FactorizedTopK's. With an approximate index the
-retrieved list may miss better candidates, so ranks (and the metrics) are what
-a serving system using that index would see; MRR counts a positive beyond
-``depth`` as 0 (MRR truncated at depth).
+``depth = max(ks)``. This is FactorizedTopK's rule (:mod:`recstack.metrics.factorized_top_k`):
+equal scores in catalogue order, as a served list shows them (positions from
+:meth:`Index.catalogue_positions`: build order for BruteForce, which serves ties in that
+order, ascending id for approximate indexes); without ``true_candidate_ids`` ties count in
+the positive's favour. A row whose query or positive score is not finite, or whose scores
+could overflow (:meth:`BruteForce.overflowing`), is a miss (rank ``MISS_RANK``) and is not
+searched. With an exact index every rank below ``depth`` equals FactorizedTopK's (same
+masking: the positive's own id and the exclusions) and ranks beyond it come from an exact
+count, so every reported number is identical to FactorizedTopK's. With an approximate index
+the retrieved list may miss better candidates, so ranks (and the metrics) are what a serving
+system using that index would see; a positive beyond ``depth`` is a miss, adding 0 to MRR
+(MRR truncated at depth).
 
 Result keys are FactorizedTopK's (``{name}/top_{k}_categorical_accuracy``,
 ``{name}/recall_at_{k}``, ``{name}/ndcg_at_{k}``, ``{name}/mrr``) plus
@@ -34,7 +42,7 @@ from ..core.exclusions import Exclusions
 from ..core.id_lists import IdLists
 from .contract import Index
 from ..metrics.base import Metric
-from ..metrics.factorized_top_k import _group_metrics
+from ..metrics.factorized_top_k import MISS_RANK, metrics_from_ranks
 
 
 class IndexTopK(Metric):
@@ -82,8 +90,8 @@ class IndexTopK(Metric):
                      true_candidate_ids: torch.Tensor | None = None, sample_weight: torch.Tensor | None = None,
                      query_keys: torch.Tensor | None = None) -> None:
         """Same arguments as :meth:`FactorizedTopK.update_state`."""
-        q = query_embeddings.detach().float()
-        pos_emb = true_candidate_embeddings.detach().float()
+        q = query_embeddings.detach().float().cpu()          # indexes search on the CPU
+        pos_emb = true_candidate_embeddings.detach().float().cpu()
         if q.dim() != 2 or pos_emb.shape != q.shape:
             raise ShapeError(f"query embeddings {tuple(q.shape)} and true candidate embeddings "
                              f"{tuple(pos_emb.shape)} must both be [B, d] with the same shape.")
@@ -95,24 +103,53 @@ class IndexTopK(Metric):
             raise ValueError("Pass query_keys on every update_state call or on none.")
         batch = q.shape[0]
         positive = (q * pos_emb).sum(dim=1)
-        masked = self._masked(batch, true_candidate_ids, query_keys)
-        depth = min(max(self.ks), self.index.num_candidates)
-        scores, _ = self.index.search(q, k=depth, exclude=masked)
-        count = (scores > positive[:, None]).sum(dim=1)
-        ranks = count.clone()
-        beyond = count >= depth
-        if bool(beyond.any()):
-            counter = getattr(self.index, "count_higher", None)
-            if self.index.is_exact and counter is not None:
-                rows = torch.nonzero(beyond).reshape(-1).numpy()
-                ranks[beyond] = counter(q[beyond], positive[beyond], exclude=masked.take(rows))
-            else:
-                ranks[beyond] = -1           # unknown: beyond the search depth
+        unrankable = ~torch.isfinite(positive) | ~torch.isfinite(q).all(dim=1)
+        overflowing = getattr(self.index, "overflowing", None)
+        if overflowing is not None:
+            unrankable |= overflowing(q)
+        ranks = torch.full((batch,), MISS_RANK, dtype=torch.long)
+        live = torch.nonzero(~unrankable).reshape(-1)
+        if live.numel():
+            ids = None if true_candidate_ids is None else true_candidate_ids.detach().reshape(-1).cpu()[live]
+            masked = self._masked(batch, true_candidate_ids, query_keys).take(live.numpy())
+            ranks[live] = self._ranks_of(q[live], positive[live], ids, masked)
         self._ranks.append(ranks)
-        weight = torch.ones(batch) if sample_weight is None else sample_weight.detach().reshape(-1)
+        weight = torch.ones(batch) if sample_weight is None else sample_weight.detach().reshape(-1).cpu()
         self._weights.append(weight.double())
         if query_keys is not None:
-            self._keys.append(query_keys.detach().long().reshape(-1))
+            self._keys.append(query_keys.detach().long().reshape(-1).cpu())
+
+    def _ranks_of(self, q: torch.Tensor, positive: torch.Tensor, ids: torch.Tensor | None,
+                  masked: IdLists) -> torch.Tensor:
+        """[b] ranks of rankable rows (module docstring): the retrieved list, else an exact count."""
+        depth = min(max(self.ks), self.index.num_candidates)
+        scores, found = self.index.search(q, k=depth, exclude=masked)
+        above = scores > positive[:, None]
+        # Padding (score -inf) never ties with a finite positive score.
+        tied = (scores == positive[:, None]).any(dim=1) if ids is not None else torch.zeros_like(above[:, 0])
+        counter = getattr(self.index, "count_higher", None) if self.index.is_exact else None
+        if counter is None and bool(tied.any()):
+            # Approximate index: the retrieved ties before the positive in catalogue order.
+            rows = torch.nonzero(tied).reshape(-1)
+            assert ids is not None
+            first = torch.from_numpy(self.index.catalogue_positions(ids[rows]))
+            listed = torch.from_numpy(self.index.catalogue_positions(found[rows.numpy()].reshape(-1)))
+            earlier = listed.reshape(rows.shape[0], -1) < first[:, None]
+            above[rows] |= (scores[rows] == positive[rows, None]) & earlier
+        ranks = above.sum(dim=1)
+        recount = ranks >= depth
+        if counter is not None:
+            # Exact index: a tie with the positive is settled by the exact count too, which orders
+            # it by catalogue position whatever identifiers the list returns.
+            recount |= tied
+        if bool(recount.any()):
+            rows = torch.nonzero(recount).reshape(-1)
+            if counter is not None:
+                ranks[rows] = counter(q[rows], positive[rows], exclude=masked.take(rows.numpy()),
+                                      positive_ids=None if ids is None else ids[rows])
+            else:
+                ranks[rows] = -1           # unknown: beyond the search depth
+        return ranks
 
     def _masked(self, batch: int, true_ids: torch.Tensor | None, keys: torch.Tensor | None) -> IdLists:
         """Per row: the positive's own id and the row key's exclusions."""
@@ -122,39 +159,19 @@ class IndexTopK(Metric):
         return masked
 
     def ranks(self) -> torch.Tensor:
-        """[N] rank of every row (0 = first; -1 = beyond the search depth of an approximate index)."""
+        """[N] rank of every row (0 = first; -1 = beyond the search depth of an approximate index;
+        MISS_RANK = unrankable: a non-finite query or positive score, or scores that could overflow)."""
         return torch.cat(self._ranks) if self._ranks else torch.empty(0, dtype=torch.long)
 
     def result(self) -> dict[str, float | str]:
         ranks = self.ranks()
-        out: dict[str, float | str] = {}
         if ranks.numel() == 0:
-            return out
-        # Unknown ranks (approximate index, positive not retrieved) count as misses everywhere
-        # and as 0 in MRR (1 / (1 + inf)).
-        ranks_f = torch.where(ranks < 0, torch.tensor(torch.iinfo(torch.long).max // 4), ranks)
-        weights = torch.cat(self._weights)
-        total = float(weights.sum())
-        for k in self.ks:
-            hits = (ranks_f < k).double()
-            out[f"{self.name}/top_{k}_categorical_accuracy"] = float((hits * weights).sum()) / total if total else 0.0
+            return {}
+        # An unknown rank (approximate index, positive not retrieved) is a miss: 0 in MRR.
+        ranks = torch.where(ranks < 0, MISS_RANK, ranks)
         keys = torch.cat(self._keys) if self._keys else None
-        group = _group_metrics(ranks_f, keys, self.ks, self.name)
-        if (ranks < 0).any():
-            # 1/(1 + huge) is ~0 already; make it exactly the truncated MRR.
-            group[f"{self.name}/mrr"] = _truncated_mrr(ranks, keys)
-        out.update(group)
+        out: dict[str, float | str] = dict(metrics_from_ranks(ranks, torch.cat(self._weights), keys, self.ks,
+                                                              self.name))
         if self.report_index:
             out[f"{self.name}/index"] = self.index.kind
         return out
-
-
-def _truncated_mrr(ranks: torch.Tensor, keys: torch.Tensor | None) -> float:
-    """Mean over groups of 1 / (1 + best rank), 0 for groups whose positives were all unretrieved."""
-    if keys is None:
-        return float(torch.where(ranks < 0, 0.0, 1.0 / (ranks.double() + 1.0)).mean())
-    _, group = torch.unique(keys, return_inverse=True)
-    n = int(group.max()) + 1
-    recip = torch.where(ranks < 0, torch.zeros((), dtype=torch.float64), 1.0 / (ranks.double() + 1.0))
-    best = torch.zeros(n, dtype=torch.float64).scatter_reduce_(0, group, recip, reduce="amax")
-    return float(best.mean())

@@ -112,6 +112,48 @@ class IdPositions:
         offsets = torch.arange(total) - run_begin
         return rows_out, self._order[starts + offsets]
 
+    def first_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """[n] first position holding each of ``ids`` [n]; ``len(self)`` for an id that is absent
+        (so it follows every catalogue entry when ties are broken by position)."""
+        ids = ids.long().reshape(-1)
+        if len(self) == 0:
+            return torch.zeros_like(ids)
+        lo = torch.searchsorted(self._sorted, ids)
+        safe = lo.clamp(max=len(self) - 1)
+        found = (lo < len(self)) & (self._sorted[safe] == ids)
+        # The sort is stable, so the first of an id's run is its first position.
+        return torch.where(found, self._order[safe], len(self))
+
+
+def max_row_norm(x: torch.Tensor) -> float:
+    """Largest Euclidean norm among the finite rows of ``x`` [n, d] (computed in float64; 0 if none)."""
+    x = x.detach()
+    finite = torch.isfinite(x).all(dim=1)
+    if not bool(finite.any()):
+        return 0.0
+    return float(x[finite].double().norm(dim=1).max())
+
+
+def scores_may_overflow(queries: torch.Tensor, max_candidate_norm: float,
+                        dtype: torch.dtype | None = None) -> torch.Tensor:
+    """[B] True where query ``q``'s inner products with candidates could overflow ``dtype``.
+
+    Overflow is possible only when ``||q|| * max_c ||c|| >= finfo(dtype).max / 2``: below that,
+    Cauchy-Schwarz bounds every product, every partial sum (in whatever order a matmul adds
+    them) and the difference of any two scores of the row by finite values. Above it a score may
+    come out inf or NaN, and which one depends on the summation order (layout, chunking,
+    device), so the row has no well-defined ranking. (A query that is not finite itself may be
+    flagged or not: callers set those rows apart anyway.)
+
+    Args:
+        queries: [B, d] query embeddings.
+        max_candidate_norm: :func:`max_row_norm` of the candidate embeddings.
+        dtype: the dtype scores are computed in (default ``queries.dtype``).
+    """
+    limit = torch.finfo(dtype or queries.dtype).max / 2
+    norms = queries.detach().double().norm(dim=1)
+    return norms * max_candidate_norm >= limit
+
 
 def resolve_embeddings(candidates: CandidateEmbeddings) -> torch.Tensor:
     """Return [C, d] embeddings from a tensor or a zero-argument callable, detached."""

@@ -21,7 +21,12 @@ every catalogue entry it ties with.
 **Non-finite scores**: a candidate scored NaN never ranks above the positive (NaN
 candidates rank last); a positive whose score is not finite (NaN, or an overflow to
 ±inf), or whose query embedding is not, is a miss at every k and adds 0 to MRR (its
-rank is :data:`MISS_RANK`), so a diverged model scores 0, never 1.
+rank is :data:`MISS_RANK`), so a diverged model scores 0, never 1. So is a query whose
+scores could overflow (``||q|| * max ||c||`` at least half the dtype's largest value,
+:func:`~recstack.layers.candidates.scores_may_overflow`): an overflowing inner product of
+finite vectors comes out inf or NaN depending on the summation order, so such a row has no
+ranking (:class:`~recstack.index.BruteForce` refuses such queries; :class:`~recstack.index.IndexTopK`
+counts them as misses too).
 
 From the ranks:
 
@@ -54,12 +59,15 @@ from collections.abc import Sequence
 
 import torch
 
-from ..layers.candidates import CandidateEmbeddings, IdPositions, resolve_embeddings
+from ..layers.candidates import (CandidateEmbeddings, IdPositions, max_row_norm, resolve_embeddings,
+                                 scores_may_overflow)
 from ..core.errors import ShapeError
 from ..core.exclusions import Exclusions
 from .base import Metric
 
-#: The rank of a positive that cannot be ranked (its score is NaN): past every cut-off, 0 in MRR.
+#: The rank of a positive that cannot be ranked (a non-finite score or query, a query whose scores
+#: could overflow; an approximate index's positive beyond its search depth): past every cut-off,
+#: exactly 0 in MRR.
 MISS_RANK = torch.iinfo(torch.long).max // 4
 
 
@@ -99,6 +107,7 @@ class FactorizedTopK(Metric):
         self.max_scores_in_memory = int(max_scores_in_memory)
         self._embeddings: torch.Tensor | None = None
         self._nonfinite_rows = torch.empty(0, dtype=torch.long)
+        self._max_norm = 0.0
         self._positions: IdPositions | None = None
         self.reset_state()
 
@@ -121,6 +130,7 @@ class FactorizedTopK(Metric):
             self._embeddings = emb
             # Rows whose scores may be NaN: ranked last (their NaN scores become -inf when scored).
             self._nonfinite_rows = torch.nonzero(~torch.isfinite(emb).all(dim=1)).reshape(-1)
+            self._max_norm = max_row_norm(emb)
         return self._embeddings
 
     # Metric protocol ---------------------------------------------------------
@@ -174,7 +184,8 @@ class FactorizedTopK(Metric):
         rows, positions = self._masked_pairs(q.shape[0], true_candidate_ids, query_keys)
         first = None if true_candidate_ids is None else self._first_positions(true_candidate_ids, cand.shape[0])
         ranks = self._count_higher(q, cand, positive_scores, rows, positions, first)
-        unrankable = ~torch.isfinite(positive_scores) | ~torch.isfinite(q).all(dim=1)
+        unrankable = (~torch.isfinite(positive_scores) | ~torch.isfinite(q).all(dim=1)
+                      | scores_may_overflow(q, self._max_norm))
         ranks = torch.where(unrankable, MISS_RANK, ranks)
         self._ranks.append(ranks.cpu())
         weight = torch.ones(q.shape[0]) if sample_weight is None else sample_weight.detach().reshape(-1).double()
@@ -184,11 +195,8 @@ class FactorizedTopK(Metric):
 
     def _first_positions(self, true_ids: torch.Tensor, num_candidates: int) -> torch.Tensor:
         """[B] first catalogue position of each row's positive id (``num_candidates`` if absent)."""
-        assert self._positions is not None
-        ids = true_ids.detach().long().reshape(-1)
-        rows, positions = self._positions.positions(torch.arange(ids.shape[0], device=ids.device), ids)
-        first = torch.full((ids.shape[0],), num_candidates, dtype=torch.long, device=ids.device)
-        return first.scatter_reduce_(0, rows, positions, reduce="amin")
+        assert self._positions is not None and len(self._positions) == num_candidates
+        return self._positions.first_positions(true_ids.detach().cpu()).to(true_ids.device)
 
     def _masked_pairs(
         self, batch: int, true_ids: torch.Tensor | None, keys: torch.Tensor | None
@@ -253,19 +261,25 @@ class FactorizedTopK(Metric):
 
     def result(self) -> dict[str, float]:
         ranks = self.ranks()
-        out: dict[str, float] = {}
         if ranks.numel() == 0:
-            return out  # nothing seen (e.g. metrics off during training)
-        weights = torch.cat(self._weights)
-        total_weight = float(weights.sum())
-        for k in self.ks:
-            hits = (ranks < k).double()
-            out[f"{self.name}/top_{k}_categorical_accuracy"] = (
-                float((hits * weights).sum()) / total_weight if total_weight else 0.0
-            )
+            return {}  # nothing seen (e.g. metrics off during training)
         keys = torch.cat(self._keys) if self._keys else None
-        out.update(_group_metrics(ranks, keys, self.ks, self.name))
-        return out
+        return metrics_from_ranks(ranks, torch.cat(self._weights), keys, self.ks, self.name)
+
+
+def metrics_from_ranks(ranks: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor | None, ks: Sequence[int],
+                 name: str) -> dict[str, float]:
+    """The result dict from ranks [N] (MISS_RANK: a miss), weights [N] and optional query keys [N]:
+    weighted top-k accuracy, then per-group recall@k, NDCG@k and MRR (module docstring)."""
+    out: dict[str, float] = {}
+    total_weight = float(weights.sum())
+    for k in ks:
+        hits = (ranks < k).double()
+        out[f"{name}/top_{k}_categorical_accuracy"] = (
+            float((hits * weights.double()).sum()) / total_weight if total_weight else 0.0
+        )
+    out.update(_group_metrics(ranks, keys, ks, name))
+    return out
 
 
 def _group_metrics(ranks: torch.Tensor, keys: torch.Tensor | None, ks: Sequence[int],

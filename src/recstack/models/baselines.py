@@ -146,9 +146,13 @@ class EmbeddingBaseline(Model):
 class Popularity(EmbeddingBaseline):
     """score(u, j) = count_j, the number of training interactions of item j.
 
-    ``tie_break=True`` adds ``0.5 * (1 - j / V)`` so equal counts rank by item id instead
-    of all counting in the positive's favour (FactorizedTopK ranks ties optimistically);
-    the order between different counts is unchanged.
+    ``tie_break=True`` adds ``0.5 * (1 - j / V)`` so that equal counts rank by item id in
+    the scores themselves; the order between different counts is unchanged. Metrics with
+    candidate ids already order equal scores by catalogue position (the one tie rule,
+    :mod:`recstack.metrics.factorized_top_k`), which over a catalogue in id order gives the
+    same ranks; the tie-break makes every consumer of the scores agree (an index, a served
+    list, in-batch ``TopKCategoricalAccuracy``, which has no ids and counts ties in the
+    positive's favour as TFRS does).
     """
 
     def __init__(self, num_items: int, tie_break: bool = True, **kwargs: Any):

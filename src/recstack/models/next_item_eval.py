@@ -1,25 +1,32 @@
 """Next-item evaluation: rank each held-out target, then HR@k, NDCG@k and MRR per row.
 
 For an evaluation row with scores s over item ids 0..V-1 (0 = pad, never ranked) and
-target t, over the catalogue 1..V-1:
+target t, over the catalogue 1..V-1 (in id order):
 
-    rank = #{ j in 1..V-1, j != t, j not excluded : s_j >= s_t }      (0 = ranked first)
+    rank = #{ j in 1..V-1, j != t, j not excluded : s_j > s_t, or s_j = s_t and j < t }
     HR@k = [rank < k],  NDCG@k = [rank < k] / log2(rank + 2),  MRR = 1 / (rank + 1)
 
-(one relevant item, so NDCG's ideal DCG is 1 and HR@k is recall@k). Rules:
+(0 = ranked first; one relevant item, so NDCG's ideal DCG is 1 and HR@k is recall@k). Rules,
+the same as :class:`~recstack.metrics.FactorizedTopK`'s and the indexes' (every protocol
+breaks ties one way):
 
-* Ties count *against* the target: an item scoring exactly s_t ranks ahead of it, so a
-  model that scores everything equal gets HR 0, never 1. (recstack's baselines break ties
-  inside their scores, so this rule never decides for them.)
-* Non-finite scores: a NaN candidate is never ahead of the target; a target whose own
-  score is NaN or ±inf is a miss (rank = inf: HR = NDCG = MRR = 0).
+* Ties in catalogue order: an item scoring exactly s_t ranks ahead of the target when its
+  id is lower, as a stable descending sort of the scores (a served list) shows them. A
+  model that scores everything equal ranks each target at its own id - 1: the metrics of
+  one fixed list, neither a perfect score nor the worst. (recstack's baselines break ties
+  inside their scores, by lower id, so the rule never decides for them.)
+* Non-finite scores: a NaN candidate is never ahead of the target (NaN candidates rank
+  last); a target whose own score is NaN or ±inf is a miss at every k (rank = inf:
+  HR = NDCG = MRR = 0), so a diverged model scores 0, never 1.
 * ``exclude_seen`` removes the user's earlier items
   (:meth:`~recstack.datasets.sequences.EvalSequences.seen`) from the ranking, except the
   target itself, which is compared, not ranked.
+* Sampled protocol (:func:`evaluate_sampled`): the same rule among the target and its row
+  of negatives (ties by item id).
 
-:class:`~recstack.metrics.FactorizedTopK` is not used here: it needs a dot-product model
-(the transition baseline is sparse counts), counts ties in the target's favour, and a NaN
-target scores as a hit there. Rows are scored ``batch_size`` at a time ([b, V] in memory).
+:class:`~recstack.metrics.FactorizedTopK` itself is not used here: it needs a dot-product
+model (the transition baseline is sparse counts). Rows are scored ``batch_size`` at a time
+([b, V] in memory).
 """
 
 from __future__ import annotations
@@ -68,7 +75,9 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: IdLists |
         raise ShapeError(f"target ids must lie in [1, {V}) (the scored ids); got [{int(t.min())}, {int(t.max())}].")
     rows = torch.arange(B, device=scores.device)
     own = scores[rows, t]
-    ahead = scores >= own[:, None]          # NaN compares False: a NaN candidate is never ahead
+    ids = torch.arange(V, device=scores.device)
+    # NaN compares False both ways: a NaN candidate is never ahead.
+    ahead = (scores > own[:, None]) | ((scores == own[:, None]) & (ids[None, :] < t[:, None]))
     ahead[:, 0] = False
     ahead[rows, t] = False
     if exclude is not None:
@@ -81,14 +90,23 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: IdLists |
     return torch.where(torch.isfinite(own), ranks, torch.full_like(ranks, float("inf")))
 
 
-def sampled_ranks(scores: torch.Tensor) -> torch.Tensor:
+def sampled_ranks(scores: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
     """[B] float64 rank of column 0 (the target) among the columns of ``scores`` [B, 1 + N]
-    (the negatives), with the same tie and NaN rules as :func:`target_ranks`."""
+    (the negatives), with the same tie and NaN rules as :func:`target_ranks`.
+
+    Args:
+        scores: [B, 1 + N] scores of the target (column 0) and its negatives.
+        item_ids: [B, 1 + N] the item id of every column (ties go to the lower id).
+    """
     if scores.dim() != 2 or scores.shape[1] < 2:
         raise ShapeError(f"scores must be [B, 1 + N] with N >= 1 negatives; got {tuple(scores.shape)}.")
-    own = scores[:, 0]
-    ranks = (scores[:, 1:] >= own[:, None]).sum(dim=1).double()
-    return torch.where(torch.isfinite(own), ranks, torch.full_like(ranks, float("inf")))
+    if item_ids.shape != scores.shape:
+        raise ShapeError(f"item_ids {tuple(item_ids.shape)} must have the shape of scores {tuple(scores.shape)}.")
+    own = scores[:, :1]
+    ids = item_ids.to(scores.device).long()
+    ahead = (scores[:, 1:] > own) | ((scores[:, 1:] == own) & (ids[:, 1:] < ids[:, :1]))
+    ranks = ahead.sum(dim=1).double()
+    return torch.where(torch.isfinite(own[:, 0]), ranks, torch.full_like(ranks, float("inf")))
 
 
 def rank_metrics(ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = (10,)) -> dict[str, np.ndarray]:
@@ -189,7 +207,7 @@ def evaluate_sampled(scorer: NextItemScorer, data: EvalSequences, negatives: np.
     ranks = np.empty(data.num_rows, dtype=np.float64)
     for part, scores in _batches(scorer, data, features, batch_size):
         columns = torch.from_numpy(np.concatenate([data.target[part, None], negatives[part]], axis=1))
-        ranks[part] = sampled_ranks(scores.gather(1, columns.to(scores.device))).cpu().numpy()
+        ranks[part] = sampled_ranks(scores.gather(1, columns.to(scores.device)), columns).cpu().numpy()
     return NextItemResult(f"sampled_{negatives.shape[1]}", data.users, ranks, rank_metrics(ranks, ks))
 
 
