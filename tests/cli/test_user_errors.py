@@ -205,7 +205,7 @@ def test_serve_accepts_every_tcp_port():
 
 def test_usage_errors_are_one_line_with_a_help_hint(capsys):
     line = one_line_error(["recommend", "somewhere"], capsys, 2)
-    assert line == ("recstack recommend: error: the following arguments are required: --user "
+    assert line == ("recstack recommend: error: one of the arguments --user --history is required "
                     "(see recstack recommend --help)")
     line = one_line_error(["frobnicate"], capsys, 2)
     assert "invalid choice: 'frobnicate'" in line and line.endswith("(see recstack --help)")

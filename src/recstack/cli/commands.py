@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, RecstackError
+from ..experiment.checks import NEXT_ITEM_PROTOCOLS
 from ..experiment.reporter import Reporter, clean_json
 from .output import format_table
 
@@ -127,8 +128,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not loaded.run.test.exists():
         raise RecstackError(f"{loaded.run.root} has no test.pt (the encoded test split).")
     protocols = [args.protocol] if args.protocol else list(loaded.config.evaluation.protocols)
+    _check_protocols(loaded.config, protocols)
     metrics = evaluate_run(loaded.config, loaded.model, loaded.test_columns(), loaded.pre, loaded.seen, protocols,
-                           with_loss=wants_test_loss(loaded.config))
+                           with_loss=wants_test_loss(loaded.config), histories=loaded.histories)
     if args.format == "json":
         print(json.dumps(clean_json(metrics), indent=2))
     else:
@@ -136,19 +138,55 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_protocols(config: Any, protocols: list[str]) -> None:
+    """A UsageError for a protocol this run cannot be evaluated with (``evaluate --protocol``)."""
+    from ..core.errors import UsageError
+    from ..experiment.model_kinds import MODEL_KINDS
+
+    for protocol in protocols:
+        if protocol in NEXT_ITEM_PROTOCOLS and config.split.method != "leave-one-out":
+            raise UsageError(f"--protocol {protocol} ranks each user's held-out next item; this run's split is "
+                             f"{config.split.method!r}, not leave-one-out.")
+        if protocol not in NEXT_ITEM_PROTOCOLS and MODEL_KINDS.get(config.model.kind).sequential:
+            raise UsageError(f"model kind {config.model.kind!r} ranks items given a history: evaluate it with "
+                             f"--protocol {' or '.join(NEXT_ITEM_PROTOCOLS)}, not {protocol}.")
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..core.errors import UsageError
+    from ..experiment.model_kinds import MODEL_KINDS
     from ..experiment.saved_run import load_run, recommend
 
+    history = None if args.history is None else [x.strip() for x in args.history.split(",") if x.strip()]
+    if history is not None and not history:
+        raise UsageError("--history lists no item ids; give them oldest first, separated by commas (--history "
+                         "50,172,133).")
     loaded = load_run(args.run_dir)
-    result = recommend(loaded, args.user, args.k, args.exclude_seen)
+    result = recommend(loaded, args.user, args.k, args.exclude_seen, history=history, keep_history=args.keep_history)
+    sequential = MODEL_KINDS.get(loaded.config.model.kind).sequential
+    if history is not None and result["unknown"]:
+        dropped = ", ".join(map(repr, result["unknown"]))
+        print(f"note: {len(result['unknown'])} of the {len(history)} history item(s) are not in this run's catalogue "
+              f"and were dropped: {dropped}" + ("; the history is empty: these are the most popular items."
+                                                if not result["known"] else "."), file=sys.stderr)
     if args.format == "json":
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
-    if not result["known"]:
-        print(f"note: user {args.user!r} was not in the training data; these are the recommendations for an "
-              "unknown user (cold start).")
-    seen = " (excluding seen items)" if args.exclude_seen else ""
-    print(f"Top {len(result['items'])} items for user {args.user}{seen}:")
+    if history is not None:
+        kept = " (history kept)" if args.keep_history else " (excluding the history)"
+        print(f"Top {len(result['items'])} next items after the history {', '.join(result['history'])}{kept}:")
+    else:
+        if not result["known"]:
+            print(f"note: user {args.user!r} was not in the training data; these are the recommendations for an "
+                  "unknown user (cold start).")
+        if sequential:
+            kept = " (history kept)" if args.keep_history and not args.exclude_seen else " (excluding the history)"
+            what = f" after their {result['history_length']} stored item(s){kept}"
+        else:
+            what = " (excluding seen items)" if args.exclude_seen else ""
+        print(f"Top {len(result['items'])} items for user {args.user}{what}:")
     print(_items_table(result["items"]))
     return 0
 
@@ -192,10 +230,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from ..datasets import load_movielens_100k
+    from ..datasets.movielens_large import load_movielens_1m, load_movielens_20m
 
-    data = load_movielens_100k(cache_dir=args.cache_dir, progress=True)
-    print(f"MovieLens 100K is available at {data.source} ({len(data.ratings):,} ratings, "
-          f"{len(data.movies):,} movies).")
+    load, title = {"movielens-100k": (load_movielens_100k, "MovieLens 100K"),
+                   "movielens-1m": (load_movielens_1m, "MovieLens 1M"),
+                   "movielens-20m": (load_movielens_20m, "MovieLens 20M")}[args.dataset]
+    data = load(cache_dir=args.cache_dir, progress=True)
+    print(f"{title} is available at {data.source} ({len(data.ratings):,} ratings, {len(data.movies):,} movies).")
     return 0
 
 
@@ -292,11 +333,23 @@ def _report_metrics(reporter: Reporter, metrics: dict[str, Any], run_dir: str, c
                     written: Any = None) -> None:
     """The test metrics table, then (when the config has a reference block) the published figures
     beside the run's values; ``written`` is the config before ``--set`` overrides, if any."""
-    rows = []
+    rows, next_item = [], {}
     for protocol, values in metrics.get("protocols", {}).items():
-        rows.append([protocol, *(values.get(f"factorized_top_k/{c}") for c in METRIC_COLUMNS)])
+        if protocol in NEXT_ITEM_PROTOCOLS:
+            next_item[protocol] = values
+        else:
+            rows.append([protocol, *(values.get(f"factorized_top_k/{c}") for c in METRIC_COLUMNS)])
     header = ["protocol", "top1", "top10", "top100", "recall@10", "ndcg@10", "mrr"]
-    text = f"Test metrics ({metrics.get('test_rows', '?')} test rows), run {run_dir}:\n" + format_table(header, rows)
+    text = f"Test metrics ({metrics.get('test_rows', '?')} test rows), run {run_dir}:"
+    if rows:
+        text += "\n" + format_table(header, rows)
+    if next_item:
+        text += "\n" + _next_item_table(next_item)
+    validation = metrics.get("validation")
+    if isinstance(validation, dict):
+        best = f", weights of epoch {metrics['best_epoch']}" if "best_epoch" in metrics else ""
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in validation.items() if k in _next_item_shown(validation))
+        text += f"\nvalidation ({validation.get('protocol', '?')}{best}): {shown}"
     test = metrics.get("test", {})
     if "root_mean_squared_error" in test:
         text += f"\nrating RMSE: {test['root_mean_squared_error']:.4f}"
@@ -305,6 +358,21 @@ def _report_metrics(reporter: Reporter, metrics: dict[str, Any], run_dir: str, c
     data: dict[str, Any] = {"run_dir": run_dir, **clean_json(metrics)}
     reference = _reference_text(metrics, config, written, data) if config is not None else ""
     reporter.result(text + reference, data)
+
+
+def _next_item_shown(values: dict[str, Any]) -> list[str]:
+    """The next-item metrics a table shows: HR and NDCG at K = 5, 10, 20 (those evaluated; else the two
+    smallest K), and MRR."""
+    ks = sorted({int(k.rsplit("_", 1)[1]) for k in values if k.startswith("hr_at_")})
+    shown = [k for k in ks if k in (5, 10, 20)] or ks[:2]
+    return [name for k in shown for name in (f"hr_at_{k}", f"ndcg_at_{k}")] + ["mrr"]
+
+
+def _next_item_table(protocols: dict[str, dict[str, Any]]) -> str:
+    names = _next_item_shown(next(iter(protocols.values())))
+    header = ["protocol", *(n.replace("_at_", "@") for n in names), "users"]
+    rows = [[p, *(v.get(n) for n in names), str(int(v.get("rows", 0)))] for p, v in protocols.items()]
+    return format_table(header, rows)
 
 
 def _reference_text(metrics: dict[str, Any], config: Any, written: Any, data: dict[str, Any]) -> str:

@@ -97,16 +97,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--protocol", type=_protocol, metavar="{" + ",".join(PROTOCOLS) + "}",
                    help="all-items: rank each test item among all items (TFRS top-k accuracy); exclude-seen: "
-                        "per-user metrics with items seen before the test split removed (default: the config's "
-                        "protocols)")
+                        "per-user metrics with items seen before the test split removed; next-item: rank each "
+                        "user's held-out item among all items given the history (leave-one-out runs); "
+                        "next-item-sampled: among sampled items only (default: the config's protocols)")
     format_option(p)
 
-    p = command("recommend", "top-k items for a user of a trained run", commands.cmd_recommend)
+    p = command("recommend", "top-k items for a user, or for an ad-hoc history, of a trained run",
+                commands.cmd_recommend,
+                description="Top-k items of a trained run for a user (--user) or for a history of items "
+                            "(--history). Runs of the sequential kinds (sasrec, gru4rec, transitions) rank the "
+                            "items that follow the user's stored history (the items before the test split, in "
+                            "time order); other kinds score the user.",
+                epilog="The history (a sequential run's stored one, or --history) is left out of the results "
+                       "unless --keep-history is given. --history takes raw item ids, oldest first; ids not in "
+                       "the run's catalogue are dropped with a note naming them. It needs a kind that reads "
+                       "histories (sasrec, gru4rec, transitions, ease, popularity).\n\nexamples:\n"
+                       "  recstack recommend runs/sasrec-20250101-120000 --user 42\n"
+                       "  recstack recommend runs/sasrec-20250101-120000 --history 50,172,133 -k 5")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--user", required=True, metavar="ID", help="raw user id as in the data")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="ID", help="raw user id as in the data")
+    who.add_argument("--history", metavar="ID,ID,...", help="raw item ids of an ad-hoc history, oldest first, "
+                                                            "separated by commas")
     p.add_argument("-k", type=_positive_int, default=10, help="number of items (default: 10)")
     p.add_argument("--exclude-seen", action="store_true", help="leave out items the user interacted with before "
-                                                               "the test split")
+                                                               "the test split (always so for sequential runs "
+                                                               "unless --keep-history)")
+    p.add_argument("--keep-history", action="store_true",
+                   help="keep the history's items in the results (default: a sequential run's stored history, "
+                        "or --history, is left out)")
     format_option(p)
 
     p = command("similar", "items most similar to an item (cosine of item embeddings)", commands.cmd_similar)
@@ -129,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     data_sub.required = True
     p = data_sub.add_parser("fetch", help="download a dataset into the cache (checksum-verified)",
-                            description="Download a dataset into the cache (checksum-verified): movielens-100k.")
+                            description="Download a dataset into the cache (SHA-256-verified): movielens-100k, "
+                                        "movielens-1m or movielens-20m.")
     p.set_defaults(func=commands.cmd_data_fetch)
-    p.add_argument("dataset", choices=("movielens-100k",))
+    p.add_argument("dataset", choices=("movielens-100k", "movielens-1m", "movielens-20m"))
     p.add_argument("--cache-dir", help="cache root (default: $RECSTACK_CACHE_DIR or ~/.cache/recstack)")
     p = data_sub.add_parser("info", help="rows, users, items, density, ratings and time range of interactions",
                             description="Describe an interactions table: a CSV/Parquet file, an ml-100k folder, "

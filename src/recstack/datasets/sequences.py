@@ -21,6 +21,10 @@ Protocols (both return a :class:`SequenceSplit`):
 * :func:`temporal_split`: a global cut: interactions at ``t < cut`` train, targets at
   ``t >= cut`` are evaluated with all of the user's earlier interactions as history.
 
+:func:`targets_after` builds :class:`EvalSequences` for a table that was split first
+(``recstack train``'s leave-one-out split): each target follows the whole stored history
+of its user.
+
 :func:`sample_negatives` draws the negatives of the *sampled* protocol (1 positive + N
 negatives), a secondary protocol kept only to compare with papers that report it.
 
@@ -343,6 +347,39 @@ def _eval_at(histories: Histories, owner: np.ndarray, positions: np.ndarray, L: 
     )
 
 
+def targets_after(histories: IdLists, keys: Any, targets: Any, max_length: int, *,
+                  target_timestamps: Any = None) -> EvalSequences:
+    """Eval rows whose targets follow the *whole* stored history of their key.
+
+    For pipelines that split first and keep each user's earlier items as time-ordered
+    lists (e.g. the training and validation items of a leave-one-out split): row e's
+    target ``targets[e]`` comes after every item of ``histories.row(keys[e])``, so its
+    history is that row (the last ``max_length`` items, left-padded) and :meth:`EvalSequences.seen`
+    all of it.
+
+    Args:
+        histories: per key, item ids in time order (not deduplicated, not sorted).
+        keys: [E] rows of ``histories`` (keys outside it have an empty history).
+        targets: [E] held-out item ids.
+        max_length: L, the width of ``history``.
+        target_timestamps: [E] (default zeros).
+    """
+    L = _check_length(max_length)
+    keys_a = _array(keys, "keys", integer=True)
+    targets_a = _array(targets, "targets", integer=True)
+    if keys_a.shape != targets_a.shape:
+        raise ShapeError(f"keys and targets differ in length: {keys_a.shape[0]}, {targets_a.shape[0]}.")
+    times = (np.zeros(targets_a.shape[0]) if target_timestamps is None
+             else _array(target_timestamps, "target_timestamps", integer=False))
+    inside = (keys_a >= 0) & (keys_a < histories.num_rows)
+    safe = np.where(inside, keys_a, 0)
+    starts = histories.indptr[safe]
+    stops = np.where(inside, histories.indptr[safe + 1], starts)
+    return EvalSequences(users=keys_a, history=left_pad(histories.ids, starts, stops, L), target=targets_a,
+                         target_timestamp=times, features={}, _items=histories.ids, _seen_start=starts,
+                         _seen_stop=stops)
+
+
 @dataclass(frozen=True, eq=False)
 class SequenceSplit:
     """What a trainer and an evaluator need from one protocol.
@@ -510,5 +547,5 @@ def sample_negatives(
 
 __all__ = [
     "PAD", "EvalSequences", "Histories", "SequenceSplit", "TrainingSequences", "build_histories", "leave_one_out",
-    "left_pad", "sample_negatives", "temporal_split", "training_sequences",
+    "left_pad", "sample_negatives", "targets_after", "temporal_split", "training_sequences",
 ]

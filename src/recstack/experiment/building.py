@@ -9,6 +9,7 @@ import torch
 
 from ..core.columns import BatchSource, Columns
 from ..core.errors import ConfigError
+from ..core.id_lists import IdLists
 from ..training.model import Model
 from .config import ExperimentConfig
 from .limits import check_memory
@@ -18,7 +19,9 @@ from .preprocessing import Preprocessing
 
 
 def model_context(config: ExperimentConfig, pre: Preprocessing, prepared: Prepared | None,
-                  has_rating: bool, has_weight: bool) -> ModelContext:
+                  has_rating: bool, has_weight: bool, histories: IdLists | None = None) -> ModelContext:
+    """The builder's context: from the prepared data (a new run), or from a run folder
+    (``prepared`` None; ``histories``: its histories.pt)."""
     exclude = None
     if prepared is not None and config.evaluation.validation_protocol == "exclude-seen":
         exclude = prepared.seen_train
@@ -29,7 +32,8 @@ def model_context(config: ExperimentConfig, pre: Preprocessing, prepared: Prepar
         validation_protocol=config.evaluation.validation_protocol, exclude=exclude, has_rating=has_rating,
         has_weight=has_weight, train_metrics=config.training.train_metrics,
         train=prepared.train if prepared is not None else None,
-        timestamps=prepared.timestamps if prepared is not None else None)
+        timestamps=prepared.timestamps if prepared is not None else None,
+        histories=prepared.histories_before_test if prepared is not None else histories)
 
 
 def build_model(config: ExperimentConfig, ctx: ModelContext) -> Model:
@@ -43,9 +47,10 @@ def build_model(config: ExperimentConfig, ctx: ModelContext) -> Model:
     if not isinstance(model, Model):
         raise ConfigError(f"the builder of model kind {kind.name!r} returned {type(model).__name__}, "
                           "not a recstack.Model.")
-    for name in ("user_embeddings", "item_embeddings"):
+    needed = ("score_items",) if kind.sequential else ("user_embeddings", "item_embeddings")
+    for name in needed:
         if not callable(getattr(model, name, None)):
-            raise ConfigError(f"model kind {kind.name!r}: {type(model).__name__} lacks {name}(ids) "
+            raise ConfigError(f"model kind {kind.name!r}: {type(model).__name__} lacks {name}(...) "
                               "(see the builder contract in recstack.experiment.model_kinds).")
     return model
 
@@ -76,7 +81,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was requested but torch sees no CUDA device; use device: cpu or auto.")
     return torch.device(name)
-
 
 
 def training_source(model: Model, train: Columns) -> BatchSource:

@@ -7,7 +7,7 @@ A config is a mapping whose sections mirror :class:`ExperimentConfig`::
     data:
       interactions: ratings.csv            # CSV/Parquet path (relative to the file) or "movielens-100k"
       columns: {user: userId, item: movieId, rating: rating, timestamp: timestamp}
-    split: {method: leave-last-out}
+    split: {method: leave-last-out}         # or leave-one-out: the next-item protocol
     model: {kind: two_tower, embedding_dim: 32}
     training: {epochs: 10, batch_size: 1024}
     reference:                             # optional: the published figures this config reproduces
@@ -24,26 +24,29 @@ overrides and the configs shipped with recstack are in :mod:`recstack.experiment
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..core.errors import ConfigError, suggest
+from .checks import (
+    NEXT_ITEM_PROTOCOLS,
+    PROTOCOLS,
+    TEST_METRICS,
+    check_values,
+    reference_metric_problem,
+    separator_problem,
+    wants_test_loss,
+)
 from .deprecations import upgrade_deprecated
-from .limits import MAX_K, MAX_NEGATIVES, MAX_TEXT_LENGTH, MAX_THREADS, bound
 from .model_kinds import MODEL_KINDS
 from .validation import describe, parse_dataclass
 
 #: Interaction sources that need no file: the name loads a built-in dataset.
-BUILTIN_DATASETS = ("movielens-100k",)
-#: Evaluation protocols: "all-items" ranks each test row's item among the whole catalogue
-#: (the TFRS tutorials' top-k accuracy); "exclude-seen" removes each user's earlier items.
-PROTOCOLS = ("all-items", "exclude-seen")
-#: The part of a reference metric key that is not a protocol: test loss and RMSE (rating models).
-TEST_METRICS = "test"
+BUILTIN_DATASETS = ("movielens-100k", "movielens-1m", "movielens-20m")
 
-Protocol = Literal["all-items", "exclude-seen"]
+#: The evaluation protocols (see :data:`recstack.experiment.checks.PROTOCOLS`).
+Protocol = Literal["all-items", "exclude-seen", "next-item", "next-item-sampled"]
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -91,9 +94,14 @@ class SplitConfig:
 
     ``validation_fraction`` > 0 carves a validation set out of the training part with the
     same method (for leave-last-out: each user's last remaining interaction).
+
+    ``leave-one-out`` (the next-item protocol of SASRec, BERT4Rec, RecBole and Meta's
+    generative-recommenders): per user with at least 3 interactions, the last one (by
+    timestamp; equal timestamps keep file order) is the test item, the second to last the
+    validation item, the rest is training; users with fewer interactions are training only.
     """
 
-    method: Literal["random", "temporal", "leave-last-out"] = "random"
+    method: Literal["random", "temporal", "leave-last-out", "leave-one-out"] = "random"
     train_fraction: float = 0.8
     validation_fraction: float = 0.0
     leave_out: int = 1
@@ -155,6 +163,20 @@ class OptimizerConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Model selection on the validation item (``evaluation.validation_protocol: next-item``):
+    ``metric`` (``ndcg_at_K``, ``hr_at_K`` with K in evaluation.ks, or ``mrr``) is computed on the
+    validation split every ``training.validation_freq`` epochs; ``patience`` > 0 stops training
+    after that many validations without improvement (0: train every epoch); ``restore_best``
+    makes the weights of the best validation the run's model (model.pt and the test metrics;
+    metrics.json records ``best_epoch``). The test split is never looked at."""
+
+    metric: str = "ndcg_at_10"
+    patience: int = 0
+    restore_best: bool = True
+
+
+@dataclass
 class TrainingConfig:
     """``shuffle: false`` keeps fixed batches (the TFRS tutorials' cached pipeline);
     a checkpoint is written every ``checkpoint_every`` epochs and after the last one.
@@ -163,7 +185,8 @@ class TrainingConfig:
     (0: torch's default, one per core); 1 avoids the slowdown of OpenMP threads waiting on
     each other when other jobs share the cores. ``clip_grad_norm`` > 0 rescales each step's
     gradients to at most that global L2 norm (0: no clipping). A non-finite loss or gradient stops
-    the run with an error (status "failed"), never a result."""
+    the run with an error (status "failed"), never a result. ``early_stopping``: see
+    :class:`EarlyStoppingConfig`."""
 
     epochs: int = 3
     batch_size: int = 4096
@@ -175,6 +198,29 @@ class TrainingConfig:
     precision: Literal["float32", "bf16"] = "float32"
     threads: int = 0
     clip_grad_norm: float = 0.0
+    early_stopping: EarlyStoppingConfig | None = None
+
+
+@dataclass
+class NextItemConfig:
+    """Options of the next-item protocols.
+
+    ``exclude_history``: remove the user's earlier items (everything before the held-out item)
+    from the ranking; the held-out item itself is always ranked. Both conventions are
+    published: SASRec's and generative-recommenders' full-catalogue tables keep them (false,
+    the default), RecBole's full ranking of non-sequential models removes them. Say which one
+    a figure uses.
+    ``sampled_negatives``, ``sampled_distribution``, ``sampled_seed``: the secondary protocol
+    ``next-item-sampled`` ranks the held-out item among this many distinct sampled items only
+    (SASRec's paper uses 100): uniform over the catalogue or by popularity (interactions
+    before the test split), never the held-out item and, with ``exclude_history``, never the
+    user's earlier items; seeded, so every model of a comparison meets the same negatives.
+    """
+
+    exclude_history: bool = False
+    sampled_negatives: int = 100
+    sampled_distribution: Literal["uniform", "popularity"] = "uniform"
+    sampled_seed: int = 0
 
 
 @dataclass
@@ -182,13 +228,22 @@ class EvaluationConfig:
     """``protocols`` evaluated on the test split after training. "all-items": each test row ranks
     its item among the whole catalogue (the TFRS tutorials' top-k accuracy); "exclude-seen":
     per user, items seen before the test split are removed from the ranking, metrics are
-    per-user recall/NDCG. ``validation_protocol`` is used for the per-epoch validation.
-    The old name "seed" of "all-items" is still accepted, with a deprecation warning."""
+    per-user recall/NDCG. "next-item" (``split.method: leave-one-out``): each user's held-out
+    item is ranked among the whole catalogue given the user's history, HR@K, NDCG@K and MRR
+    per user, averaged; ties count against the held-out item; "next-item-sampled" ranks it among
+    sampled items only (see :class:`NextItemConfig`). Every kind is evaluated the same way:
+    sequential kinds read the history, EASE scores the history's items, other kinds score the
+    user (their user x item scores). ``validation_protocol`` is used for the per-epoch
+    validation (with a next-item protocol: on the validation item only, the history before it).
+    Without ``protocols`` / ``validation_protocol`` in the file, a leave-one-out split is
+    evaluated with next-item, other splits with all-items and exclude-seen (validated with
+    all-items). The old name "seed" of "all-items" is still accepted, with a deprecation warning."""
 
-    protocols: list[Protocol] = field(default_factory=lambda: list(PROTOCOLS))
+    protocols: list[Protocol] = field(default_factory=lambda: ["all-items", "exclude-seen"])
     validation_protocol: Protocol = "all-items"
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 50, 100])
     batch_size: int = 4096
+    next_item: NextItemConfig = field(default_factory=NextItemConfig)
 
 
 @dataclass
@@ -277,7 +332,8 @@ def parse_config(raw: Mapping[str, Any], source: str = "config") -> ExperimentCo
     model = _parse_model(model_raw, errors)
     if config is not None:
         config.model = model
-        _check_values(config, errors)
+        _default_protocols(config, raw.get("evaluation"))
+        check_values(config, errors)
         if config.reference is not None and model.params is not None:
             _check_reference(config, errors)
     if len(errors) == 1:
@@ -315,14 +371,6 @@ def with_settings(config: ExperimentConfig, settings: Mapping[str, Any]) -> Expe
     return parse_config(raw, source=f"{config.name} with {dict(settings)}")
 
 
-def wants_test_loss(config: ExperimentConfig) -> bool:
-    """Whether a run reports test loss and RMSE (``model.evaluate`` on the test rows): rating models
-    and gradient-trained kinds with a rating task. Others skip it: the retrieval loss over the test
-    split costs as much as an epoch and ranks nothing."""
-    kind = MODEL_KINDS.get(config.model.kind)
-    return kind.predicts_ratings or (kind.gradient_trained and config.tasks.rating.weight > 0)
-
-
 def setting(config: ExperimentConfig, key: str) -> Any:
     """The value at a dotted ``key`` of ``config.to_dict()``; KeyError when there is none."""
     node: Any = config.to_dict()
@@ -331,6 +379,17 @@ def setting(config: ExperimentConfig, key: str) -> Any:
             raise KeyError(key)
         node = node[part]
     return node
+
+
+def _default_protocols(config: ExperimentConfig, raw_evaluation: Any) -> None:
+    """A leave-one-out split is evaluated and validated with next-item unless the file says otherwise."""
+    if config.split.method != "leave-one-out":
+        return
+    given = raw_evaluation if isinstance(raw_evaluation, Mapping) else {}
+    if "protocols" not in given:
+        config.evaluation.protocols = ["next-item"]
+    if "validation_protocol" not in given:
+        config.evaluation.validation_protocol = "next-item"
 
 
 def _parse_model(raw: Any, errors: list[str]) -> ModelConfig:
@@ -354,109 +413,6 @@ def _parse_model(raw: Any, errors: list[str]) -> ModelConfig:
     if params is not None and registered.check is not None:
         errors.extend(registered.check(params))
     return ModelConfig(kind=kind, params=params)
-
-
-def _check_values(c: ExperimentConfig, errors: list[str]) -> None:
-    """Range checks that types alone cannot express."""
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            errors.append(message)
-
-    need(0 < c.split.train_fraction < 1, f"split.train_fraction: must be in (0, 1), got {c.split.train_fraction}")
-    need(0 <= c.split.validation_fraction < 1,
-         f"split.validation_fraction: must be in [0, 1), got {c.split.validation_fraction}")
-    need(c.split.leave_out >= 1, f"split.leave_out: must be >= 1, got {c.split.leave_out}")
-    for name in ("epochs", "batch_size", "validation_freq", "checkpoint_every", "keep_checkpoints"):
-        value = getattr(c.training, name)
-        need(value >= 1, f"training.{name}: must be >= 1, got {value}")
-    need(c.training.threads >= 0, f"training.threads: must be >= 0 (0: torch's default), got {c.training.threads}")
-    need(c.evaluation.batch_size >= 1, f"evaluation.batch_size: must be >= 1, got {c.evaluation.batch_size}")
-    need(bool(c.evaluation.ks) and all(k >= 1 for k in c.evaluation.ks),
-         f"evaluation.ks: must be a non-empty list of positive integers, got {c.evaluation.ks}")
-    need(bool(c.evaluation.protocols), "evaluation.protocols: list at least one of 'all-items', 'exclude-seen'")
-    need(c.optimizer.learning_rate > 0, f"optimizer.learning_rate: must be > 0, got {c.optimizer.learning_rate}")
-    need(c.training.clip_grad_norm >= 0,
-         f"training.clip_grad_norm: must be >= 0 (0: no clipping), got {c.training.clip_grad_norm}")
-    need(c.tasks.retrieval.weight >= 0 and c.tasks.rating.weight >= 0, "tasks.*.weight: must be >= 0")
-    need(c.tasks.retrieval.weight > 0 or c.tasks.rating.weight > 0,
-         "tasks: at least one of tasks.retrieval.weight and tasks.rating.weight must be > 0")
-    need(c.tasks.rating.weight == 0 or c.data.columns.rating is not None,
-         "tasks.rating.weight > 0 needs a rating column: set data.columns.rating")
-    need(c.features.text_max_tokens >= 3, f"features.text_max_tokens: must be >= 3, got {c.features.text_max_tokens}")
-    need(c.features.text_max_length >= 1,
-         f"features.text_max_length: must be >= 1, got {c.features.text_max_length}")
-    need(c.split.method == "random" or c.data.columns.timestamp is not None,
-         f"split.method {c.split.method!r} needs a timestamp column: set data.columns.timestamp")
-    problem = separator_problem(c.data.csv_separator)
-    need(problem is None, f"data.csv_separator: {problem}")
-    r = c.tasks.retrieval
-    bounded = [
-        bound("training.threads", c.training.threads, 0, MAX_THREADS, "more threads than cores only slow a run down"),
-        bound("features.text_max_length", c.features.text_max_length, 1, MAX_TEXT_LENGTH,
-              "every item stores this many token ids; titles need 10-50"),
-        bound("tasks.retrieval.sampled_negatives", r.sampled_negatives, 0, MAX_NEGATIVES,
-              "each adds a logit per query, batch_size x negatives floats per step"),
-        *(bound(f"evaluation.ks[{i}]", k, 1, MAX_K, "a larger K ranks the whole catalogue anyway")
-          for i, k in enumerate(c.evaluation.ks)),
-    ]
-    if r.num_hard_negatives is not None:
-        bounded.append(bound("tasks.retrieval.num_hard_negatives", r.num_hard_negatives, 1, MAX_NEGATIVES,
-                             "the hardest negatives are taken among the batch's candidates"))
-    errors.extend(p for p in bounded if p)
-    need(r.temperature is None or r.temperature > 0,
-         f"tasks.retrieval.temperature: must be > 0 (or null: none), got {r.temperature}")
-    params = c.model.params
-    if getattr(params, "timestamp_buckets", 0) and c.data.columns.timestamp is None:
-        errors.append("model.timestamp_buckets uses the interaction time, but no timestamp column is mapped: set "
-                      "data.columns.timestamp, or model.timestamp_buckets: 0")
-    if getattr(params, "sparse_gradients", False) and (c.optimizer.name in ("adam", "adamw") or c.optimizer.weight_decay
-                                                        or c.optimizer.momentum):
-        errors.append("model.sparse_gradients needs optimizer adagrad or sgd without weight_decay or momentum "
-                      "(those would touch every embedding row each step)")
-
-
-def separator_problem(separator: str) -> str | None:
-    """Why ``separator`` cannot split CSV columns, or None: it must be one character other than a
-    quote or a line break (``","``, ``";"``, ``"\\t"``, ``"|"``)."""
-    if len(separator) != 1:
-        return (f"a CSV separator is one character (e.g. ',', ';', '|' or a tab), got {separator!r}"
-                + (" (empty)" if not separator else ""))
-    if separator in "\"\r\n":
-        return f"{separator!r} cannot separate CSV columns (it quotes values or ends lines); use ',', ';', '|' or a tab"
-    return None
-
-
-_METRIC = re.compile(r"^(?:top_(\d+)_categorical_accuracy|recall_at_(\d+)|ndcg_at_(\d+)|mrr)$")
-_TEST_METRIC_NAMES = ("root_mean_squared_error", "loss")
-
-
-def reference_metric_problem(key: str, config: ExperimentConfig | None = None) -> str | None:
-    """Why ``key`` (``PROTOCOL/METRIC`` or ``test/METRIC``) is not a metric a run reports, or None.
-
-    Without ``config`` only the form is checked; with it, also that this config's run reports it
-    (the protocol is evaluated, K is in evaluation.ks, test metrics come from a rating model).
-    """
-    protocol, _, name = key.partition("/")
-    if protocol == TEST_METRICS:
-        if name not in _TEST_METRIC_NAMES:
-            return f"the test metrics are {', '.join(_TEST_METRIC_NAMES)}{suggest(name, list(_TEST_METRIC_NAMES))}"
-        if config is not None and not wants_test_loss(config):
-            return ("the run reports test/root_mean_squared_error and test/loss only for rating models "
-                    "(model kind autorec, or tasks.rating.weight > 0)")
-        return None
-    if protocol not in PROTOCOLS:
-        return (f"a reference metric is PROTOCOL/METRIC with PROTOCOL one of {', '.join(PROTOCOLS)} or "
-                f"{TEST_METRICS!r}{suggest(protocol, [*PROTOCOLS, TEST_METRICS])}")
-    match = _METRIC.match(name)
-    if match is None:
-        return f"{name!r} is not a metric the runs report (top_K_categorical_accuracy, recall_at_K, ndcg_at_K or mrr)"
-    if config is not None:
-        if protocol not in config.evaluation.protocols:
-            return f"protocol {protocol!r} is not evaluated (evaluation.protocols: {config.evaluation.protocols})"
-        k = next((int(g) for g in match.groups() if g), None)
-        if k is not None and k not in config.evaluation.ks:
-            return f"K = {k} is not in evaluation.ks = {config.evaluation.ks}"
-    return None
 
 
 def _check_reference(c: ExperimentConfig, errors: list[str]) -> None:
@@ -489,7 +445,7 @@ def _check_reference(c: ExperimentConfig, errors: list[str]) -> None:
 
 
 __all__ = [
-    "BUILTIN_DATASETS", "ColumnsConfig", "DataConfig",
+    "BUILTIN_DATASETS", "ColumnsConfig", "DataConfig", "EarlyStoppingConfig", "NEXT_ITEM_PROTOCOLS", "NextItemConfig",
     "EvaluationConfig", "ExperimentConfig", "FeatureTableConfig", "FeaturesConfig", "ModelConfig",
     "OptimizerConfig", "OutputConfig", "PROTOCOLS", "RatingTaskConfig", "ReferenceConfig", "ReferenceVariant",
     "RetrievalTaskConfig", "SplitConfig", "TEST_METRICS", "TasksConfig", "TrainingConfig", "dump_config",

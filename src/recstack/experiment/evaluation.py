@@ -5,6 +5,8 @@
 * "exclude-seen": rows are grouped per user (``query_key``) for recall/NDCG/MRR, and each
   user's items from before the test split are removed from the ranking (the positive itself
   never is).
+* "next-item", "next-item-sampled": each user's held-out item ranked given the user's history
+  (HR@K, NDCG@K, MRR per user, averaged): see :mod:`recstack.experiment.next_item`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from ..core.columns import Columns
 from ..core.exclusions import Exclusions
 from ..metrics import FactorizedTopK
 from ..training.model import Model
-from .config import ExperimentConfig
+from ..core.id_lists import IdLists
+from .config import NEXT_ITEM_PROTOCOLS, ExperimentConfig
+from .model_kinds import MODEL_KINDS
+from .next_item import evaluate_next_item, require_histories
 from .preprocessing import Preprocessing
 
 
@@ -48,12 +53,20 @@ def evaluate_protocol(model: Model, test: Columns, catalogue: torch.Tensor, prot
 
 
 def evaluate_run(config: ExperimentConfig, model: Model, test: Columns, pre: Preprocessing, seen: Exclusions,
-                 protocols: list[str], with_loss: bool = True) -> dict[str, Any]:
-    """{"protocols": {name: metrics}, "test": {loss, rmse, ...} (with_loss), "test_rows": n}."""
+                 protocols: list[str], with_loss: bool = True, histories: IdLists | None = None) -> dict[str, Any]:
+    """{"protocols": {name: metrics}, "test": {loss, rmse, ...} (with_loss), "test_rows": n}.
+
+    ``histories``: the items per user before the test split in time order (the next-item protocols)."""
     out: dict[str, Any] = {"test_rows": test.num_rows, "protocols": {}}
+    e = config.evaluation
     for protocol in protocols:
-        out["protocols"][protocol] = evaluate_protocol(model, test, pre.catalogue(), protocol, seen,
-                                                       config.evaluation.ks, config.evaluation.batch_size)
+        if protocol in NEXT_ITEM_PROTOCOLS:
+            out["protocols"][protocol] = evaluate_next_item(
+                model, MODEL_KINDS.get(config.model.kind), test, require_histories(histories, f"protocol {protocol}"),
+                protocol, e.next_item, e.ks, pre.num_items, e.batch_size)
+        else:
+            out["protocols"][protocol] = evaluate_protocol(model, test, pre.catalogue(), protocol, seen, e.ks,
+                                                           e.batch_size)
     if with_loss:
         losses = model.evaluate(test, batch_size=config.evaluation.batch_size, distributed_data=False)
         out["test"] = {k: v for k, v in losses.items() if not k.startswith("factorized_top_k/")}

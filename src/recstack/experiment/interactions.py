@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..core.errors import DataError
 from ..datasets import leave_last_out, random_split, temporal_split
+from ..datasets.sequences import build_histories
 from .config import DataConfig, FeatureTableConfig, SplitConfig
 from .tables import Notify, id_strings, numeric_column, read_source, require_columns, timestamp_column
 
@@ -144,11 +145,34 @@ class Splits:
 
 
 def split_data(df: pd.DataFrame, config: SplitConfig) -> Splits:
-    """Train/test by ``config.method`` and, with ``validation_fraction`` > 0, validation out of train."""
+    """Train/test by ``config.method`` and, with ``validation_fraction`` > 0, validation out of train
+    (leave-one-out always has its validation item)."""
+    if config.method == "leave-one-out":
+        return leave_one_out_split(df)
     train, test = _split(df, config, config.train_fraction, config.seed, "test")
     validation = None
     if config.validation_fraction > 0:
         train, validation = _split(train, config, 1 - config.validation_fraction, config.seed + 1, "validation")
+    return Splits(train, validation, test)
+
+
+def leave_one_out_split(df: pd.DataFrame) -> Splits:
+    """Per user with at least 3 interactions: the last (by ``timestamp``, equal timestamps in file
+    order) is the test row, the second to last the validation row, the rest training; users with
+    fewer are training only. The same rule as :func:`recstack.datasets.sequences.leave_one_out`
+    (which it calls on the factorised ids); each part keeps the file order."""
+    users = pd.factorize(df["user"])[0]
+    items = pd.factorize(df["item"])[0] + 1          # the sequence builder reserves id 0 for padding
+    histories = build_histories(users, items, df["timestamp"].to_numpy(np.float64), num_items=int(items.max()) + 1)
+    ends = histories.indptr[1:][histories.lengths >= 3]
+    if ends.size == 0:
+        raise DataError(f"leave-one-out holds out the last two interactions of users with at least 3, but no user of "
+                        f"the {len(df)} rows has 3 (the most any user has is {int(histories.lengths.max())}); use "
+                        "more data or another split.method.")
+    part = np.zeros(len(df), dtype=np.int8)          # 0 train, 1 validation, 2 test
+    part[histories.rows[ends - 2]] = 1
+    part[histories.rows[ends - 1]] = 2
+    train, validation, test = (df.loc[part == k].reset_index(drop=True) for k in range(3))
     return Splits(train, validation, test)
 
 
@@ -172,4 +196,5 @@ def _split(df: pd.DataFrame, config: SplitConfig, fraction: float, seed: int,
     return first, second
 
 
-__all__ = ["InteractionData", "ROLES", "Splits", "load_data", "load_feature_table", "split_data"]
+__all__ = ["InteractionData", "ROLES", "Splits", "leave_one_out_split", "load_data", "load_feature_table",
+           "split_data"]

@@ -27,6 +27,8 @@ MAX_TIME_BUCKETS = 1_000_000
 MAX_NEGATIVES = 65_536
 #: Tokens kept per text (item titles use 10-50; each item stores this many token ids).
 MAX_TEXT_LENGTH = 4_096
+#: Items of a history a sequential model reads (SASRec uses 50-200; attention costs length^2 per row).
+MAX_SEQUENCE_LENGTH = 4_096
 #: CPU threads of a run (more threads than cores only make them wait on each other).
 MAX_THREADS = 1_024
 #: The largest cut-off K of the top-K metrics (a larger K ranks the whole catalogue anyway).
@@ -92,6 +94,6 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-__all__ = ["FALLBACK_MEMORY_BYTES", "MAX_K", "MAX_NEGATIVES", "MAX_TEXT_LENGTH", "MAX_THREADS", "MAX_TIME_BUCKETS",
-           "MAX_WIDTH", "MemoryEstimate", "WIDTH_WHY", "bound", "check_memory", "human_bytes", "machine_memory",
-           "width_problems"]
+__all__ = ["FALLBACK_MEMORY_BYTES", "MAX_K", "MAX_NEGATIVES", "MAX_SEQUENCE_LENGTH", "MAX_TEXT_LENGTH", "MAX_THREADS",
+           "MAX_TIME_BUCKETS", "MAX_WIDTH", "MemoryEstimate", "WIDTH_WHY", "bound", "check_memory", "human_bytes",
+           "machine_memory", "width_problems"]

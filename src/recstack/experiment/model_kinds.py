@@ -36,7 +36,18 @@ Builder contract
   Closed-form models must therefore allocate their buffers at full size in the builder;
 * is built from ``ctx`` only (the caller seeds torch before the call, so initialisation
   is reproducible); per-epoch validation metrics come from the model's own Task metrics,
-  configured from ``ctx.ks``, ``ctx.exclude`` and ``ctx.validation_protocol``.
+  configured from ``ctx.ks``, ``ctx.exclude`` and ``ctx.validation_protocol`` (the next-item
+  validation protocols are computed by the run itself, see :mod:`recstack.experiment.next_item`).
+
+Next-item protocols
+-------------------
+Every kind is evaluated by ``next-item`` (:mod:`recstack.experiment.next_item`): a model with
+``score_items(histories [B, L]) -> [B, V]`` ranks from the history (sequential kinds); a kind
+registered with ``history_query(model, histories: IdLists) -> [B, d]`` turns the user's earlier
+items into a query for ``item_embeddings`` (EASE: their multi-hot row); any other model scores
+the user, ``user_embeddings(users)``. Kinds registered with ``sequential=True`` read histories
+only: they implement ``score_items`` (and, for ``recommend --user``, read ``ctx.histories``)
+instead of ``user_embeddings``, and are evaluated with the next-item protocols only.
 
 The seed experiments map onto these kinds: basic retrieval, deep retrieval (``two_tower``
 with ``timestamp_buckets`` and an item text table) and multi-task (``two_tower`` with a
@@ -54,6 +65,7 @@ import torch
 from ..core.columns import Columns
 from ..core.errors import ConfigError
 from ..core.exclusions import Exclusions
+from ..core.id_lists import IdLists
 from ..core.registry import Registry
 from ..training.model import Model
 from .limits import (
@@ -100,6 +112,9 @@ class ModelContext:
         timestamps: float64 [n] interaction times to fit time features on (the training rows, or
             all rows with ``features.vocabulary: all``); None without a timestamp column or when
             rebuilding a saved run (fitted values are buffers in the state_dict).
+        histories: per user id, the items before the test split in time order (the run folder's
+            histories.pt): what a sequential model reads for ``recommend --user``. None when the
+            run folder has none.
     """
 
     num_users: int
@@ -117,6 +132,7 @@ class ModelContext:
     train_metrics: bool = False
     train: Columns | None = None
     timestamps: torch.Tensor | None = None
+    histories: IdLists | None = None
 
 
 Builder = Callable[[ModelContext, Any], Model]
@@ -124,6 +140,8 @@ Builder = Callable[[ModelContext, Any], Model]
 Check = Callable[[Any], list[str]]
 #: ``memory(ctx, params) -> MemoryEstimate``: what the built model will need, before it is built.
 Memory = Callable[[ModelContext, Any], MemoryEstimate]
+#: ``history_query(model, histories) -> [B, d]``: queries of B histories (IdLists rows) for ``item_embeddings``.
+HistoryQuery = Callable[[Model, IdLists], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -136,6 +154,8 @@ class ModelKind:
     predicts_ratings: bool = False
     check: Check | None = None
     memory: Memory | None = None
+    sequential: bool = False
+    history_query: HistoryQuery | None = None
 
 
 #: The model-kind table: ``model.kind`` in a config -> its :class:`ModelKind`.
@@ -145,7 +165,8 @@ MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
 def register_model_kind(name: str, builder: Builder, params: type | None = None, description: str = "",
                         gradient_trained: bool = True, replace: bool = False,
                         predicts_ratings: bool = False, check: Check | None = None,
-                        memory: Memory | None = None) -> ModelKind:
+                        memory: Memory | None = None, sequential: bool = False,
+                        history_query: HistoryQuery | None = None) -> ModelKind:
     """Make ``model.kind: name`` available to configs (see the module docstring for the contract).
 
     Args:
@@ -163,11 +184,15 @@ def register_model_kind(name: str, builder: Builder, params: type | None = None,
             :data:`~recstack.experiment.limits.MAX_WIDTH`.
         memory: ``memory(ctx, params) -> MemoryEstimate``, run before the builder; a model that
             would not fit in the machine's memory is refused with the estimate.
+        sequential: the model ranks items given a history (``score_items``), trains on time-ordered
+            interactions and is evaluated with the next-item protocols only (see the module docstring).
+        history_query: how a non-sequential kind turns histories into queries for the next-item
+            protocols and ``recommend --history`` (None: it scores users, not histories).
     """
     if name in MODEL_KINDS and not replace:
         raise ConfigError(f"model kind {name!r} is already registered; pass replace=True to override it.")
     kind = ModelKind(name, builder, params or _NoParams, description, gradient_trained, predicts_ratings, check,
-                     memory)
+                     memory, sequential, history_query)
     return MODEL_KINDS.register(name, kind)
 
 
@@ -327,6 +352,21 @@ def build_ease(ctx: ModelContext, p: EASEParams) -> Model:
     return model
 
 
+def popularity_history_query(model: Model, histories: IdLists) -> torch.Tensor:
+    """[B, 1] ones: popularity scores every history the same (its item embeddings are the counts)."""
+    return torch.ones(histories.num_rows, 1, dtype=torch.float64)
+
+
+def ease_history_query(model: Model, histories: IdLists) -> torch.Tensor:
+    """[B, V] the multi-hot rows of the histories' items: EASE's x_u, from the history given
+    (for the test item of a leave-one-out split: the training items and the validation item)."""
+    rows, ids = histories.pairs()
+    x = torch.zeros(histories.num_rows, model.num_items, dtype=model.dtype)
+    known = (ids > 0) & (ids < model.num_items)
+    x[torch.from_numpy(rows[known]), torch.from_numpy(ids[known])] = 1.0
+    return x
+
+
 def _baseline_kwargs(ctx: ModelContext) -> dict[str, Any]:
     return {"candidate_ids": ctx.catalogue, "exclude": ctx.exclude, "user_column": "user", "item_column": "item",
             "query_key": "query_key", "ks": ctx.ks}
@@ -409,12 +449,17 @@ register_model_kind("two_tower", build_two_tower, TwoTowerParams,
                     check=check_two_tower, memory=two_tower_memory)
 register_model_kind("popularity", build_popularity, PopularityParams,
                     "most-interacted items first (closed form)", gradient_trained=False,
-                    memory=lambda ctx, p: MemoryEstimate(8 * ctx.num_items, f"{ctx.num_items:,} float64 counts"))
+                    memory=lambda ctx, p: MemoryEstimate(8 * ctx.num_items, f"{ctx.num_items:,} float64 counts"),
+                    history_query=popularity_history_query)
 register_model_kind("ease", build_ease, EASEParams, "EASE linear item-item autoencoder (closed form)",
-                    gradient_trained=False, check=check_ease, memory=ease_memory)
+                    gradient_trained=False, check=check_ease, memory=ease_memory, history_query=ease_history_query)
 register_model_kind("autorec", build_autorec, AutoRecParams,
                     "AutoRec rating autoencoder over rows of the training rating matrix", predicts_ratings=True,
                     check=check_autorec, memory=autorec_memory)
 
-__all__ = ["AutoRecParams", "EASEParams", "FeatureSpec", "MODEL_KINDS", "ModelContext", "ModelKind", "PopularityParams",
-           "TwoTowerParams", "register_model_kind"]
+# The sequential kinds (sasrec, gru4rec, transitions) register themselves on import.
+from . import sequential_kinds  # noqa: E402,F401  (after register_model_kind exists)
+
+__all__ = ["AutoRecParams", "EASEParams", "FeatureSpec", "HistoryQuery", "MODEL_KINDS", "ModelContext", "ModelKind",
+           "PopularityParams", "TwoTowerParams", "ease_history_query", "popularity_history_query",
+           "register_model_kind"]

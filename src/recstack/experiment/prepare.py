@@ -10,6 +10,7 @@ import torch
 
 from ..core.columns import Columns
 from ..core.exclusions import Exclusions
+from ..core.id_lists import IdLists
 from .config import ExperimentConfig
 from .interactions import InteractionData, Splits, load_data, split_data
 from .preprocessing import (
@@ -21,6 +22,7 @@ from .preprocessing import (
     prepare_evaluation_split,
     seen_items,
 )
+from .next_item import ordered_histories
 from .reporter import Reporter
 from .run_dir import fingerprint
 
@@ -37,6 +39,8 @@ class Prepared:
     test: Columns
     seen_train: Exclusions        # training rows per user (validation protocol)
     seen_before_test: Exclusions  # training + validation rows per user (test protocol, recommend)
+    histories_train: IdLists      # the training items per user in time order (next-item validation)
+    histories_before_test: IdLists  # training + validation items per user in time order (histories.pt)
     tables: dict[str, dict[str, torch.Tensor]]
     labels: list[str] | None
     info: dict[str, Any] = field(default_factory=dict)
@@ -56,7 +60,11 @@ def prepare(config: ExperimentConfig, reporter: Reporter, pre: Preprocessing | N
     validation = encode(val_frame, pre) if val_frame is not None else None
     test = encode(test_frame, pre)
     seen_train = seen_items([train], pre.num_users)
-    seen_before_test = seen_items([train] + ([validation] if validation is not None else []), pre.num_users)
+    before_test = [train] + ([validation] if validation is not None else [])
+    seen_before_test = seen_items(before_test, pre.num_users)
+    histories_train = ordered_histories([train], pre.num_users)
+    histories_before_test = ordered_histories(before_test, pre.num_users) if validation is not None \
+        else histories_train
     frame = data.frame
     info = {
         "files": fingerprint(data.files),
@@ -73,8 +81,8 @@ def prepare(config: ExperimentConfig, reporter: Reporter, pre: Preprocessing | N
     fit_rows = frame if config.features.vocabulary == "all" else splits.train
     timestamps = (torch.from_numpy(fit_rows["timestamp"].to_numpy(np.float64, copy=True))
                   if "timestamp" in fit_rows else None)
-    return Prepared(data, splits, pre, train, validation, test, seen_train, seen_before_test,
-                    feature_tables(pre, data), item_labels(pre, data), info, timestamps)
+    return Prepared(data, splits, pre, train, validation, test, seen_train, seen_before_test, histories_train,
+                    histories_before_test, feature_tables(pre, data), item_labels(pre, data), info, timestamps)
 
 
 __all__ = ["Prepared", "prepare"]

@@ -85,7 +85,8 @@ def compare(metrics: dict[str, Any], reference: AppliedReference) -> list[Compar
         if protocol == TEST_METRICS:
             value = metrics.get("test", {}).get(name)
         else:
-            value = metrics.get("protocols", {}).get(protocol, {}).get(f"factorized_top_k/{name}")
+            values = metrics.get("protocols", {}).get(protocol, {})
+            value = values.get(f"factorized_top_k/{name}", values.get(name))   # next-item metrics: no prefix
         ok = isinstance(value, (int, float)) and math.isfinite(value)
         rows.append(ComparisonRow(key, float(value) if ok else None, float(published)))
     return rows

@@ -28,10 +28,11 @@ from ..training.callbacks import Callback
 from ..training.history import History
 from ..training.model import Model
 from .building import build_model, fit_options, make_optimizer, model_context, resolve_device, training_source
-from .config import ExperimentConfig, dump_config, wants_test_loss
+from .config import NEXT_ITEM_PROTOCOLS, ExperimentConfig, dump_config, wants_test_loss
 from .config_files import load_config
 from .evaluation import evaluate_run
 from .model_kinds import MODEL_KINDS
+from .next_item import HistoryScorer, NextItemValidation, evaluate_next_item
 from .prepare import Prepared, prepare
 from .reporter import Reporter, clean_json
 from .run_dir import RunDir, default_run_dir, environment_info, write_json, write_plots, write_text
@@ -123,6 +124,7 @@ def train(config: ExperimentConfig, reporter: Reporter, run_dir: str | os.PathLi
         if prepared.labels is not None:
             write_json(run.item_labels, prepared.labels)
         run.save_seen(prepared.seen_before_test)
+        run.save_histories(prepared.histories_before_test)
         run.save_tensors(run.test, dict(prepared.test))
         _describe_data(prepared, reporter)
         return _fit_and_finish(config, run, prepared, reporter, device, checkpoint=None)
@@ -230,25 +232,41 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
     ctx = model_context(config, prepared.pre, prepared, has_rating, "weight" in prepared.train)
     model = build_model(config, ctx).to(device)
     train_cols = prepared.train.to(device)
-    val_cols = prepared.validation.to(device) if prepared.validation is not None else None
+    val_cols = _validation_data(config, model, kind, prepared, device)
     if run is None:  # another rank of a distributed run: train the shards, write nothing
         history = _fit(config, None, model, train_cols, val_cols, reporter, checkpoint) \
             if kind.gradient_trained else History()
         return TrainResult(Path("."), {}, history, model, config, prepared)
+    validation = _next_item_validation(config, run, model, kind, prepared, reporter, checkpoint)
     start = time.perf_counter()
     if kind.gradient_trained:
-        history = _fit(config, run, model, train_cols, val_cols, reporter, checkpoint)
+        history = _fit(config, run, model, train_cols, val_cols, reporter, checkpoint,
+                       [validation] if validation is not None else [])
     else:
         run.write_status("running", epoch=0, epochs=1)
         history = model.fit(train_cols)
         run.save_history(history)
+        if validation is not None:
+            validation.set_model(model)
+            validation.on_epoch_end(validation.freq, None)   # the closed form's one validation
     train_seconds = time.perf_counter() - start
+    selected = validation is not None and validation.metric is not None and validation.best_state is not None
+    if selected and config.training.early_stopping.restore_best:
+        model.load_state_dict(validation.best_state)
+        reporter.info(f"model selection: the weights of epoch {validation.best_epoch} (best validation "
+                      f"{validation.metric} {validation.best:.4f})", best_epoch=validation.best_epoch)
     model.save_weights(run.model)
     metrics = evaluate_run(config, model, prepared.test.to(device), prepared.pre, prepared.seen_before_test,
-                           config.evaluation.protocols, with_loss=wants_test_loss(config))
+                           config.evaluation.protocols, with_loss=wants_test_loss(config),
+                           histories=prepared.histories_before_test)
     metrics["train_seconds"] = train_seconds
     metrics["epochs"] = history.epochs[-1] if history.epochs else 0
     metrics["processes"] = distributed.world_size()
+    if validation is not None:
+        metrics["validation"] = {"protocol": config.evaluation.validation_protocol,
+                                 **(validation.best_metrics if selected else validation.last_metrics)}
+        if selected and kind.gradient_trained:
+            metrics["best_epoch"] = validation.best_epoch
     write_json(run.metrics, clean_json(metrics))
     if config.output.plots:
         _, note = write_plots(history, run.plots)
@@ -259,9 +277,48 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
     return TrainResult(run.root, metrics, history, model, config, prepared)
 
 
+def _validation_data(config: ExperimentConfig, model: Model, kind: Any, prepared: Prepared,
+                     device: torch.device) -> Columns | None:
+    """What ``model.fit`` validates on (its val_loss and Task metrics): the validation rows, or for
+    sequential kinds each validation item with the training history before it."""
+    if prepared.validation is None:
+        return None
+    if not kind.sequential:
+        return prepared.validation.to(device)
+    scorer = HistoryScorer(model, kind, prepared.pre.num_items)
+    rows = scorer.sequences(prepared.histories_train, prepared.validation["user"].numpy(),
+                            prepared.validation["item"].numpy())
+    return rows.columns().to(device)
+
+
+def _next_item_validation(config: ExperimentConfig, run: RunDir, model: Model, kind: Any, prepared: Prepared,
+                          reporter: Reporter, checkpoint: dict[str, Any] | None) -> NextItemValidation | None:
+    """The per-epoch next-item validation (and model selection) of ``config``, or None."""
+    e = config.evaluation
+    if e.validation_protocol not in NEXT_ITEM_PROTOCOLS or prepared.validation is None:
+        return None
+    stop = config.training.early_stopping
+    if stop is not None and stop.patience and distributed.world_size() > 1:
+        raise ConfigError("training.early_stopping.patience stops rank 0 alone; with --nproc > 1 set it to 0 (model "
+                          "selection with restore_best still works).")
+    rows = prepared.validation
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_next_item(model, kind, rows, prepared.histories_train, e.validation_protocol, e.next_item,
+                                  e.ks, prepared.pre.num_items, e.batch_size)
+
+    prior = History.from_dict(checkpoint["history"]) if checkpoint is not None else None
+    select = stop is not None and kind.gradient_trained   # a closed form has one state: nothing to select
+    return NextItemValidation(evaluate, config.training.validation_freq, reporter.info,
+                              metric=stop.metric if select else None,
+                              patience=stop.patience if stop is not None else 0, best_path=run.best, prior=prior)
+
+
 def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols: Columns,
-         val_cols: Columns | None, reporter: Reporter, checkpoint: dict[str, Any] | None) -> History:
-    """``model.fit`` with checkpoints and history files (``run`` given), from ``checkpoint`` if any."""
+         val_cols: Columns | None, reporter: Reporter, checkpoint: dict[str, Any] | None,
+         extra_callbacks: list[Callback] | None = None) -> History:
+    """``model.fit`` with checkpoints and history files (``run`` given), from ``checkpoint`` if any;
+    ``extra_callbacks`` run before the recorder (their additions to the logs are recorded)."""
     t = config.training
     optimizer = make_optimizer(config, model)
     history = History()
@@ -279,7 +336,7 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
                             "checkpoint, or start a new run.") from None
         initial_epoch = int(checkpoint["epoch"])
     tensorboard = None
-    callbacks: list[Callback] = []
+    callbacks: list[Callback] = list(extra_callbacks or [])
     if run is not None:
         tensorboard = _tensorboard(run, config.output.tensorboard, reporter)
         callbacks.append(RunRecorder(run, history, optimizer, t.checkpoint_every, t.keep_checkpoints, t.epochs,

@@ -9,10 +9,13 @@ Layout of ``RUN/``::
     preprocessing.json     fitted vocabularies and feature layers (JSON, no pickle)
     item_labels.json       display text per item id (only with an item text column)
     seen.pt                items each user had before the test split (exclude-seen, recommend)
+    histories.pt           the same items per user in time order (next-item protocols, recommend)
     test.pt                the encoded test split (evaluate needs no data files)
     history.csv/.json      per-epoch losses and metrics (rewritten after every epoch)
     checkpoints/epoch-NNNN.pt  model + optimizer state, epoch, history, torch RNG state
-    model.pt               final weights (state_dict)
+    model.pt               final weights (state_dict; with training.early_stopping.restore_best,
+                           those of the best validation)
+    best.pt                the best validation's weights so far (training.early_stopping)
     metrics.json           final test metrics per evaluation protocol
     plots/*.png            loss, validation metrics, RMSE per epoch (with matplotlib)
     tensorboard/           event files (with `output.tensorboard: true` and tensorboard)
@@ -40,6 +43,7 @@ import torch
 from ..core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, load_tensors, sha256_file
 from ..core.errors import ConfigError, DataError, UnsafeFileError
 from ..core.exclusions import Exclusions
+from ..core.id_lists import IdLists
 from ..training.history import History
 
 CHECKPOINT_FORMAT = "recstack.checkpoint"
@@ -62,6 +66,8 @@ class RunDir:
     preprocessing = property(lambda self: self.root / "preprocessing.json")
     item_labels = property(lambda self: self.root / "item_labels.json")
     seen = property(lambda self: self.root / "seen.pt")
+    histories = property(lambda self: self.root / "histories.pt")
+    best = property(lambda self: self.root / "best.pt")
     test = property(lambda self: self.root / "test.pt")
     history_csv = property(lambda self: self.root / "history.csv")
     history_json = property(lambda self: self.root / "history.json")
@@ -157,6 +163,25 @@ class RunDir:
             return Exclusions(state["indptr"], state["indices"])
         except (TypeError, ValueError, IndexError, RuntimeError) as exc:
             raise DataError(f"{self.seen} is not a valid seen-items file ({exc}); the run folder is damaged.") from None
+
+    def save_histories(self, histories: IdLists) -> None:
+        self.save_tensors(self.histories, histories.state_dict())
+
+    def load_histories(self, num_users: int, num_items: int) -> IdLists | None:
+        """histories.pt (None when the folder has none: made before recstack wrote it)."""
+        if not self.histories.exists():
+            return None
+        state = self.load_tensor_dict(self.histories, ("indptr", "indices"))
+        try:
+            lists = IdLists.from_state_dict(state)
+        except (TypeError, ValueError, IndexError, RuntimeError, DataError) as exc:
+            raise DataError(f"{self.histories} is not a valid histories file ({exc}); the run folder is "
+                            "damaged.") from None
+        ids = lists.ids
+        if lists.num_rows > num_users or (len(ids) and (ids.min() < 1 or ids.max() >= num_items)):
+            raise DataError(f"{self.histories} lists users or items outside the run's vocabularies ({num_users} "
+                            f"users, {num_items} items); the run folder is damaged.")
+        return lists
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def checkpoint_path(self, epoch: int) -> Path:
@@ -263,7 +288,8 @@ def write_plots(history: History, folder: Path) -> tuple[list[Path], str | None]
         written.append(path)
 
     plot("loss", ["loss", "total_loss", "val_loss", "val_total_loss"], "Loss per epoch", "loss")
-    metric_keys = [k for k in h if "factorized_top_k/" in k and re.search(r"(top_\d+_categorical|recall_at|ndcg_at)", k)]
+    metric_keys = [k for k in h if ("factorized_top_k/" in k or "next_item/" in k)
+                   and re.search(r"(top_\d+_categorical|recall_at|ndcg_at|hr_at)", k)]
     val_keys = [k for k in metric_keys if k.startswith("val_")]
     plot("metrics", val_keys or metric_keys,
          "Validation metrics per epoch" if val_keys else "Training metrics per epoch", "metric")

@@ -12,15 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..core.columns import Columns
-from ..core.errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError, UsageError
 from ..core.exclusions import Exclusions
+from ..core.id_lists import IdLists
 from ..training.model import Model
 from .building import build_model, model_context
 from .config import ExperimentConfig
 from .config_files import load_config
+from .model_kinds import MODEL_KINDS
+from .next_item import HistoryScorer, require_histories
 from .preprocessing import Preprocessing
 from .run_dir import RunDir
 
@@ -33,6 +37,7 @@ class LoadedRun:
     model: Model
     seen: Exclusions
     labels: list[str] | None
+    histories: IdLists | None = None   # histories.pt: items per user before the test split, in time order
 
     def test_columns(self) -> Columns:
         return load_test_columns(self.run, self.pre)
@@ -48,7 +53,8 @@ def load_run(path: str | os.PathLike) -> LoadedRun:
     config = load_config(run.config)
     pre = load_preprocessing(run)
     test = run.load_tensor_dict(run.test) if run.test.exists() else {}
-    ctx = model_context(config, pre, None, "rating" in test, "weight" in test)
+    histories = run.load_histories(pre.num_users, pre.num_items)
+    ctx = model_context(config, pre, None, "rating" in test, "weight" in test, histories=histories)
     try:
         model = build_model(config, ctx)
     except ConfigError as exc:  # e.g. a preprocessing.json claiming more ids than memory holds
@@ -61,7 +67,7 @@ def load_run(path: str | os.PathLike) -> LoadedRun:
         reason = " ".join(str(exc).split())[:300]
         raise DataError(f"{run.model} does not match the model its config describes: {reason}") from None
     model.eval()
-    return LoadedRun(run, config, pre, model, _load_seen(run, pre), _load_labels(run, pre))
+    return LoadedRun(run, config, pre, model, _load_seen(run, pre), _load_labels(run, pre), histories)
 
 
 def load_preprocessing(run: RunDir) -> Preprocessing:
@@ -113,30 +119,83 @@ def _load_labels(run: RunDir, pre: Preprocessing) -> list[str] | None:
 
 
 @torch.no_grad()
-def recommend(loaded: LoadedRun, user: str, k: int = 10, exclude_seen: bool = False) -> dict[str, Any]:
-    """Top-``k`` items for a raw user id: {"user", "known", "items": [{"item", "score", "label"?}]}.
+def recommend(loaded: LoadedRun, user: str | None = None, k: int = 10, exclude_seen: bool = False,
+              history: list[str] | None = None, keep_history: bool = False) -> dict[str, Any]:
+    """Top-``k`` items for a raw user id, or for an ad-hoc ``history`` of raw item ids (oldest first).
 
-    An unknown user gets the unknown-user (cold start) embedding. Ties keep item-id order.
+    Returns ``{"user" | "history", "known", "items": [{"item", "score", "label"?}], ...}``; ties keep
+    item-id order.
+
+    * ``user`` of a run whose kind reads histories (sasrec, gru4rec, transitions): the user's stored
+      history (the items before the test split, histories.pt) is ranked after; the history's items
+      are left out of the result unless ``keep_history``. An unknown user has an empty history
+      (popularity). Other kinds score the user's embedding (an unknown user gets the unknown-user,
+      cold-start embedding) and leave out the user's earlier items only with ``exclude_seen``.
+    * ``history`` (kinds that read histories: the sequential ones, EASE, popularity): ids not in the
+      run's catalogue are dropped and listed under ``"unknown"`` (``"history"`` lists the ones used;
+      ``"known"`` is False when none is left: the ranking of an empty history); the used ones are
+      left out of the result unless ``keep_history``.
     """
     pre, model = loaded.pre, loaded.model
-    index = pre.users([str(user)])
-    known = bool(index[0] > 0)
+    kind = MODEL_KINDS.get(loaded.config.model.kind)
+    scorer = HistoryScorer(model, kind, pre.num_items)
+    if (user is None) == (history is None):
+        raise UsageError("recommend takes a user id or a history, not both (nor neither).")
+    if history is not None:
+        if not scorer.reads_histories:
+            raise UsageError(f"model kind {kind.name!r} scores users, not histories: recommend --history needs a "
+                             "kind that reads them (sasrec, gru4rec, transitions, ease, popularity); use --user.")
+        raw = [str(x) for x in history]
+        ids = pre.items(raw)
+        unknown = [r for r, i in zip(raw, ids.tolist()) if i == 0]
+        lists = IdLists.from_lists([ids[ids > 0]])
+        scores = _history_scores(scorer, lists, torch.zeros(1, dtype=torch.long))
+        out: dict[str, Any] = {"history": [r for r, i in zip(raw, ids.tolist()) if i > 0],
+                               "known": len(unknown) < len(raw), "unknown": unknown}
+        excluded = None if keep_history else lists.row(0)
+    else:
+        index = pre.users([str(user)])
+        known = bool(index[0] > 0)
+        out = {"user": str(user), "known": known}
+        if kind.sequential:
+            stored = require_histories(loaded.histories, f"recommend for model kind {kind.name!r}")
+            lists = stored.take(index.numpy())
+            scores = _history_scores(scorer, lists, index)
+            out["history_length"] = int(lists.counts[0])
+            excluded = None if keep_history and not exclude_seen else lists.row(0)
+        else:
+            scores = (model.user_embeddings(index) @ model.item_embeddings(pre.catalogue()).T)[0].double()
+            scores = torch.cat([scores.new_full((1,), -math.inf), scores])   # id 0 (unknown) first, as above
+            u = int(index[0])
+            excluded = None
+            if exclude_seen and known and u < loaded.seen.num_keys:
+                excluded = loaded.seen.row(u)
+    if excluded is not None and len(excluded):
+        scores[torch.from_numpy(excluded)] = -math.inf
     catalogue = pre.catalogue()
-    scores = (model.user_embeddings(index) @ model.item_embeddings(catalogue).T)[0].double()
-    if exclude_seen and known:
-        u = int(index[0])
-        if u < loaded.seen.num_keys:
-            seen = loaded.seen.indices[loaded.seen.indptr[u]:loaded.seen.indptr[u + 1]]
-            scores[seen - 1] = -math.inf  # catalogue position = item id - 1
+    scores = scores[1:]                                   # catalogue position = item id - 1
     order = torch.sort(scores, descending=True, stable=True).indices
     order = order[torch.isfinite(scores[order])][:k]
-    return {"user": str(user), "known": known, "items": _items(loaded, catalogue[order], scores[order])}
+    out["items"] = _items(loaded, catalogue[order], scores[order])
+    return out
+
+
+def _history_scores(scorer: HistoryScorer, lists: IdLists, users: torch.Tensor) -> torch.Tensor:
+    """[V] float64 scores of every item id (0 = unknown) after the one history of ``lists``."""
+    rows = scorer.sequences(lists, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64))
+    scores = scorer(users, torch.from_numpy(rows.history), lists)[0].double().cpu()
+    if not bool(torch.isfinite(scores[1:]).all()):
+        raise DataError("the model gave non-finite scores for this history; the run's weights are damaged.")
+    return scores
 
 
 @torch.no_grad()
 def similar(loaded: LoadedRun, item: str, k: int = 10) -> dict[str, Any]:
     """The ``k`` items whose embeddings have the highest cosine similarity to ``item``'s."""
     pre, model = loaded.pre, loaded.model
+    if not callable(getattr(model, "item_embeddings", None)):
+        raise UsageError(f"model kind {loaded.config.model.kind!r} has no item embeddings to compare; similar needs "
+                         "an embedding model (e.g. sasrec, gru4rec, two_tower).")
     index = int(pre.items([str(item)])[0])
     if index == 0:
         vocab = pre.items.get_vocabulary()[1:]

@@ -81,7 +81,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def read_builtin(name: str, part: str) -> Table:
-    """``movielens-100k`` tables: "interactions" (ratings, TFDS columns), "items" (movies), "users"."""
+    """``movielens-100k`` tables: "interactions" (ratings, TFDS columns), "items" (movies), "users";
+    ``movielens-1m`` / ``movielens-20m``: ratings (``user_id``, ``movie_id``, ``user_rating``,
+    ``timestamp``), movies (``movie_id``, ``movie_title``) and (1M only) users."""
+    if name != "movielens-100k":
+        return _read_large_movielens(name, part)
     from ..datasets import load_movielens_100k
 
     data = load_movielens_100k(progress=False)
@@ -94,6 +98,21 @@ def read_builtin(name: str, part: str) -> Table:
         users = data.ratings[cols].drop_duplicates("user_id").reset_index(drop=True)
         return Table(users, f"{name} users", files)
     return Table(data.ratings.drop(columns=["movie_genres"]), f"{name} ratings", files)
+
+
+def _read_large_movielens(name: str, part: str) -> Table:
+    from ..datasets.movielens_large import load_movielens_1m, load_movielens_20m
+
+    data = (load_movielens_1m if name == "movielens-1m" else load_movielens_20m)(progress=False)
+    names = ("ratings.dat", "movies.dat", "users.dat") if name == "movielens-1m" else ("ratings.csv", "movies.csv")
+    files = [data.source / f for f in names]
+    if part == "items":
+        return Table(data.movies.drop(columns=["movie_genres"]), f"{name} movies", files)
+    if part == "users":
+        if data.users is None:
+            raise DataError(f"{name} has no users table; remove data.users from the config.")
+        return Table(data.users, f"{name} users", files)
+    return Table(data.ratings, f"{name} ratings", files)
 
 
 def read_source(source: str, separator: str, part: str) -> Table:

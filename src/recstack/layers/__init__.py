@@ -1,4 +1,5 @@
-"""Building blocks: Keras-initialised embeddings and dense layers, retrieval loss transforms."""
+"""Building blocks: Keras-initialised embeddings and dense layers, retrieval loss transforms, sequence
+encoders (SASRec-, GRU4Rec-style)."""
 
 from .dense import MLP, Dense, make_activation
 from .embedding import Embedding, MaskedMeanEmbedding
@@ -8,8 +9,10 @@ from .retrieval_loss import (
     sampling_probability_correction,
     softmax_retrieval_loss,
 )
+from .sequence import GRU4RecEncoder, SASRecEncoder, SequenceEncoder, SequenceInput
 
 __all__ = [
-    "Dense", "Embedding", "MLP", "MaskedMeanEmbedding", "make_activation", "hard_negative_mining",
-    "remove_accidental_hits", "sampling_probability_correction", "softmax_retrieval_loss",
+    "Dense", "Embedding", "GRU4RecEncoder", "MLP", "MaskedMeanEmbedding", "SASRecEncoder", "SequenceEncoder",
+    "SequenceInput", "make_activation", "hard_negative_mining", "remove_accidental_hits",
+    "sampling_probability_correction", "softmax_retrieval_loss",
 ]
