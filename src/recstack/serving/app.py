@@ -35,6 +35,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import ConfigError, DataError, RecstackError
 from ..core.version import __version__
+from .batching import RecommendBatcher
+from .fast_path import ROUTE, FastRecommend, recommend_content
 from .holder import BundleHolder
 from .middleware import GuardMiddleware, ServerMetrics
 from .query import Bundle, UnknownFieldError, UnknownItemError
@@ -48,7 +50,23 @@ from .schemas import (
 )
 from .settings import ApiError, ServerSettings, error_response
 
-__all__ = ["create_app"]
+__all__ = ["ServingApp", "create_app"]
+
+
+class ServingApp(FastAPI):
+    """FastAPI with :class:`~recstack.serving.fast_path.FastRecommend` in front of it for
+    ``POST /v1/recommend`` (everything it does not answer goes through FastAPI as usual)."""
+
+    fast_recommend: FastRecommend | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        fast = self.fast_recommend
+        if fast is not None and scope["type"] == "http" and scope["method"] == "POST" \
+                and scope["path"] == ROUTE and not scope.get("root_path") and not self.root_path:
+            scope["app"] = self
+            await fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _decimal(value: Any) -> Any:
@@ -109,6 +127,10 @@ def create_app(bundle_or_dir: Bundle | str | os.PathLike, settings: ServerSettin
     settings = replace(settings or ServerSettings(), **overrides)
     metrics = ServerMetrics()
     holder = BundleHolder(bundle_or_dir, settings, metrics)
+    batcher = None
+    if settings.batch_window_ms is not None:
+        batcher = RecommendBatcher(holder, settings.batch_window_ms / 1000.0, settings.batch_max_queries,
+                                   observe=lambda n: metrics.batch_size.observe(n))  # type: ignore[attr-defined]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -117,8 +139,10 @@ def create_app(bundle_or_dir: Bundle | str | os.PathLike, settings: ServerSettin
             yield
         finally:
             holder.stop()
+            if batcher is not None:
+                batcher.close()
 
-    app = FastAPI(title="recstack recommendation server", version=__version__, lifespan=lifespan,
+    app = ServingApp(title="recstack recommendation server", version=__version__, lifespan=lifespan,
                   description="Top-k recommendations, similar items and ratings from a recstack bundle.",
                   responses={422: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
                              503: {"model": ErrorResponse}, 500: {"model": ErrorResponse}})
@@ -127,6 +151,9 @@ def create_app(bundle_or_dir: Bundle | str | os.PathLike, settings: ServerSettin
     app.state.metrics = metrics
     app.add_middleware(GuardMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        routes=app.router.routes)
+    if settings.fast_path:
+        app.fast_recommend = FastRecommend(lambda scope, receive, send: FastAPI.__call__(app, scope, receive, send),
+                                           holder, settings, metrics, batcher)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -171,7 +198,9 @@ def create_app(bundle_or_dir: Bundle | str | os.PathLike, settings: ServerSettin
 
     # Handlers return JSONResponse built from plain dicts: the response models document the
     # API (OpenAPI) without re-validating every response (about a third of the per-request
-    # CPU otherwise). Their shapes are checked against the models in the tests.
+    # CPU otherwise). Their shapes are checked against the models in the tests. Valid
+    # recommendation requests are answered before FastAPI (fast_path); this handler answers
+    # the rest (with their errors), and all of them with fast_path=False.
 
     @app.post("/v1/recommend", response_model=RecommendResponse, tags=["recommendations"],
               summary="Top-k items for one query or a batch of queries")
@@ -188,8 +217,7 @@ def create_app(bundle_or_dir: Bundle | str | os.PathLike, settings: ServerSettin
         recs = run(lambda: bundle.recommend(batch, k=body.k, exclude_seen=body.exclude_seen,
                                             allow=body.allow, exclude=body.exclude))
         metrics.queries.inc("recommend", amount=len(batch))  # type: ignore[attr-defined]
-        return JSONResponse({"results": [result(r) for r in recs], "index": bundle.index.kind,
-                             "exact": bundle.index.is_exact, "bundle": bundle.digest[:12]})
+        return JSONResponse(recommend_content(bundle, recs))
 
     @app.get("/v1/items/{item_id:path}/similar", response_model=SimilarResponse, tags=["recommendations"],
              summary="Items similar to an item (candidate-tower embeddings; the item itself excluded)")

@@ -46,6 +46,11 @@ class BundleHolder:
         return self._bundle is not None
 
     @property
+    def current(self) -> Bundle | None:
+        """The live bundle, None before the first load."""
+        return self._bundle
+
+    @property
     def bundle(self) -> Bundle:
         bundle = self._bundle
         if bundle is None:

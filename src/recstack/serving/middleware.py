@@ -65,6 +65,9 @@ class ServerMetrics:
         self.info = r.add(Gauge("recstack_bundle_info", "The bundle being served (value 1).",
                                 ("digest", "index", "model_kind")))
         self.candidates = r.add(Gauge("recstack_bundle_candidates", "Candidates in the served bundle."))
+        self.batch_size = r.add(Histogram("recstack_recommend_batch_queries",
+                                          "Queries per dynamic batch (with batch_window_ms set).",
+                                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)))
 
     def bundle_loaded(self, bundle: Bundle) -> None:
         with self.info._lock:   # type: ignore[attr-defined]

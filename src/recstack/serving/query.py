@@ -37,6 +37,7 @@ from ..features.feature_set import FeatureSet
 from ..features.lookup import IntegerLookup, StringLookup
 from ..index import Index
 from ..models.serving_spec import InputSpec
+from .exact_search import ExactSearch
 from .inputs import raw_inputs, select
 
 __all__ = ["Bundle", "Recommendation", "SortedKeys", "UnknownFieldError", "UnknownItemError"]
@@ -98,12 +99,23 @@ class _FastLookup:
         keys = np.asarray(vocab, dtype=str if self.strings else np.int64)
         self.table = SortedKeys(keys, np.arange(keys.shape[0]) + layer.num_oov_indices)
 
+    def accepts(self, values: list[Any]) -> bool:
+        """Whether the table answers exactly as the layer would: exact-typed values, and no NUL
+        character in a string (numpy's fixed-width strings drop trailing NULs, so "u1\\x00"
+        would match "u1")."""
+        if self.layer.num_oov_indices != 1:
+            return False
+        if self.strings:
+            return all(type(v) is str and "\x00" not in v for v in values)
+        return all(type(v) is int for v in values)
+
+    def codes(self, values: list[Any]) -> torch.Tensor:
+        """[n] int64 lookup codes of values that :meth:`accepts`."""
+        codes = self.table.lookup(np.asarray(values, dtype=str if self.strings else np.int64))
+        return torch.from_numpy(np.maximum(codes, 0))
+
     def __call__(self, values: list[Any]) -> torch.Tensor:
-        kind = str if self.strings else int
-        if self.layer.num_oov_indices == 1 and all(type(v) is kind for v in values):
-            codes = self.table.lookup(np.asarray(values, dtype=str if self.strings else np.int64))
-            return torch.from_numpy(np.maximum(codes, 0))
-        return self.layer.transform(values)
+        return self.codes(values) if self.accepts(values) else self.layer.transform(values)
 
 
 @dataclass
@@ -160,6 +172,7 @@ class Bundle:
         self.index = index
         self.rating_head = rating_head.eval() if rating_head is not None else None
         self._seen = seen
+        self._exact = ExactSearch.for_index(index)            # request-path search, same results
         self._ident_lookup: SortedKeys | None = None          # built on first use (argsort of C ids)
         self._ident_lock = threading.Lock()
         self.query_fields: list[str] = list(manifest["query"]["fields"])
@@ -172,6 +185,11 @@ class Bundle:
                 and len(query_tower) and isinstance(query_tower[0], (StringLookup, IntegerLookup)) \
                 and query_tower[0].num_oov_indices == 1:
             self._raw_oov = query_tower[0]
+        # Raw mode with a lookup first: codes from the sorted table, then the rest of the tower
+        # (one lookup per request instead of two through pandas, ~0.3 ms each).
+        self._raw_fast = None
+        if self._raw_oov is not None:
+            self._raw_fast = (_FastLookup(self._raw_oov), nn.Sequential(*list(query_tower)[1:]).eval())
         # Fields that feed an id lookup take ids (str / int), never floats or booleans.
         if query_features is not None:
             self._id_fields = {query_features.input_column(name) for name in self._fast}
@@ -248,14 +266,22 @@ class Bundle:
                 field_name = self.query_features.input_column(name)
                 for r in torch.nonzero(inputs[name].reshape(len(batch), -1)[:, 0] == 0).reshape(-1).tolist():
                     oov[r].append(field_name)
-            x = select(inputs, self.query_inputs)
+            emb = self.query_tower(select(inputs, self.query_inputs))
+        elif self._raw_fast is not None and self._raw_fast[0].accepts(table[self.query_inputs]):
+            lookup, rest = self._raw_fast
+            codes = lookup.codes(table[self.query_inputs])
+            for r in np.flatnonzero(codes.numpy() == 0).tolist():
+                oov[r].append(str(self.query_inputs))
+            emb = rest(codes)
         else:
-            x = raw_inputs(table, self.query_inputs)
+            # Strings as an object array: numpy's fixed-width strings would drop trailing NULs.
+            x = raw_inputs({f: np.array(v, dtype=object) if all(type(s) is str for s in v) else v
+                            for f, v in table.items()}, self.query_inputs)
             if self._raw_oov is not None:
                 codes = self._raw_oov(x)
                 for r in torch.nonzero(codes.reshape(-1) == 0).reshape(-1).tolist():
                     oov[r].append(str(self.query_inputs))
-        emb = self.query_tower(x)
+            emb = self.query_tower(x)
         if emb.dim() != 2 or emb.shape[0] != len(batch):
             raise DataError(f"the query tower returned shape {tuple(emb.shape)} for {len(batch)} queries.")
         return emb.float(), oov
@@ -336,16 +362,19 @@ class Bundle:
         k = _check_k(k)
         emb, oov = self.query_embeddings(batch)
         rows = self._seen_rows(batch) if exclude_seen else None
+        extra = None
         if exclude:
             extra = self._positions(list(exclude))
             extra = extra[extra >= 0].astype(np.int64)
-            lists = IdLists.same(extra, len(batch))
-            rows = lists if rows is None else rows.union(lists)
-        allow_spec = None
-        if allow is not None:
-            ids = self.item_ids(allow, "allow-list item")
-            allow_spec = IdLists.same(ids, len(batch))
-        scores, ids = self.index.search(emb, k=k, exclude=rows, allow=allow_spec)
+        allowed = self.item_ids(allow, "allow-list item") if allow is not None else None
+        if self._exact is not None and self._exact.applies(emb):
+            scores, ids = self._exact.search(emb, k, exclude=rows, exclude_all=extra, allow=allowed)
+        else:
+            if extra is not None:
+                lists = IdLists.same(extra, len(batch))
+                rows = lists if rows is None else rows.union(lists)
+            allow_spec = None if allowed is None else IdLists.same(allowed, len(batch))
+            scores, ids = self.index.search(emb, k=k, exclude=rows, allow=allow_spec)
         out = self._results(scores, ids, oov)
         return out[0] if single else out
 
@@ -355,8 +384,7 @@ class Bundle:
         out = []
         for r in range(ids.shape[0]):
             ok = ids[r] >= 0
-            out.append(Recommendation(items=self.identifiers[ids[r][ok]].tolist(),
-                                      scores=[float(v) for v in s[r][ok]],
+            out.append(Recommendation(items=self.identifiers[ids[r][ok]].tolist(), scores=s[r][ok].tolist(),
                                       cold_start=bool(oov and oov[r]), oov_fields=list(oov[r]) if oov else []))
         return out
 

@@ -9,6 +9,7 @@ in its environment (the operator's process: a bundle never reads it).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -53,12 +54,22 @@ def app_from_env() -> FastAPI:
     """Factory for uvicorn workers (``--workers N``): bundle dir and settings from the environment."""
     settings = ServerSettings(**json.loads(os.environ.get(_ENV_SETTINGS, "{}")))
     _set_threads(int(os.environ.get("RECSTACK_SERVE_THREADS", "1")))
-    return create_app(_load(os.environ[_ENV_DIR], settings), settings)
+    app = create_app(_load(os.environ[_ENV_DIR], settings), settings)
+    _settle_heap()
+    return app
+
+
+def _settle_heap() -> None:
+    """Move everything loaded so far (the bundle, torch, the app) out of the garbage collector's
+    reach: a full collection then walks only per-request objects, which keeps its pauses out
+    of the latency tail."""
+    gc.collect()
+    gc.freeze()
 
 
 def run_server(bundle_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                settings: ServerSettings | None = None, threads: int = 1, log_level: str = "info",
-               limit_concurrency: int | None = None, **overrides: Any) -> None:
+               limit_concurrency: int | None = None, access_log: bool = False, **overrides: Any) -> None:
     """Serve ``bundle_dir`` over HTTP with uvicorn (blocks until stopped).
 
     Args:
@@ -70,6 +81,8 @@ def run_server(bundle_dir: str | os.PathLike, host: str = "127.0.0.1", port: int
             index_connection for a pgvector-backed bundle).
         threads: torch/FAISS intra-op threads per worker.
         limit_concurrency: uvicorn answers 503 above this many concurrent connections.
+        access_log: one log line per request (off by default: it costs about as much CPU as
+            answering a recommendation from a small bundle; /metrics counts requests).
     """
     try:
         import uvicorn
@@ -83,10 +96,11 @@ def run_server(bundle_dir: str | os.PathLike, host: str = "127.0.0.1", port: int
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding %s: the server has no authentication; expose it only behind a trusted proxy.", host)
     common = {"host": host, "port": int(port), "log_level": log_level, "limit_concurrency": limit_concurrency,
-              "timeout_graceful_shutdown": 10}
+              "timeout_graceful_shutdown": 10, "access_log": bool(access_log)}
     if workers <= 1:
         _set_threads(threads)
         app = create_app(_load(bundle_dir, settings), settings)
+        _settle_heap()
         uvicorn.run(app, **common)
         return
     os.environ[_ENV_DIR] = str(bundle_dir)

@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from ..core.errors import ConfigError
+
 __all__ = ["ApiError", "ServerSettings", "error_response"]
 
 
@@ -26,6 +28,17 @@ class ServerSettings:
         index_connection: for a pgvector-backed bundle, the operator's connection
             (``{"dsn": ..., "password_env"?: ..., "settings"?: ..., "table"?: ...}``); a bundle
             never stores it.
+        fast_path: answer valid ``POST /v1/recommend`` requests in front of FastAPI (one JSON
+            parse, no per-request framework work; the same responses, see
+            :mod:`recstack.serving.fast_path`). False sends every request through FastAPI.
+        inline_max_candidates: bundles with at most this many candidates are searched on the
+            event loop (cheaper than a thread hand-off for a small catalogue); larger ones in
+            the thread pool, so a long search does not hold up other connections.
+        batch_window_ms: dynamic batching (:mod:`recstack.serving.batching`): None (off), or
+            how long the first of a batch of concurrent recommendation requests waits for
+            others before one search answers them all (0: batch only what arrives while the
+            previous batch is searched).
+        batch_max_queries: most queries in one dynamic batch.
     """
 
     max_k: int = 1000
@@ -36,6 +49,20 @@ class ServerSettings:
     verify: bool = True
     index: str | None = None
     index_connection: Mapping[str, Any] | None = None
+    fast_path: bool = True
+    inline_max_candidates: int = 100_000
+    batch_window_ms: float | None = None
+    batch_max_queries: int = 64
+
+    def __post_init__(self) -> None:
+        if self.batch_window_ms is not None and not (isinstance(self.batch_window_ms, (int, float))
+                                                     and not isinstance(self.batch_window_ms, bool)
+                                                     and 0 <= self.batch_window_ms <= 1000):
+            raise ConfigError(f"batch_window_ms must be None (no batching) or a number of milliseconds in "
+                              f"[0, 1000]; got {self.batch_window_ms!r}.")
+        if isinstance(self.batch_max_queries, bool) or not isinstance(self.batch_max_queries, int) \
+                or self.batch_max_queries < 1:
+            raise ConfigError(f"batch_max_queries must be an integer >= 1; got {self.batch_max_queries!r}.")
 
 
 class ApiError(Exception):
