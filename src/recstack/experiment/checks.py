@@ -9,25 +9,13 @@ reports all of its mistakes at once.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from ..core.errors import suggest
 from .limits import MAX_K, MAX_NEGATIVES, MAX_TEXT_LENGTH, MAX_THREADS, bound
 from .model_kinds import MODEL_KINDS
+from .schema import NEXT_ITEM_PROTOCOLS, PROTOCOLS, TEST_METRICS, ExperimentConfig
 
-if TYPE_CHECKING:  # pragma: no cover - config imports this module
-    from .config import ExperimentConfig
 
-#: Evaluation protocols. "all-items" ranks each test row's item among the whole catalogue
-#: (the TFRS tutorials' top-k accuracy); "exclude-seen" removes each user's earlier items;
-#: "next-item" ranks each user's held-out next item among the whole catalogue given the user's
-#: history (HR@K, NDCG@K, MRR; split.method: leave-one-out); "next-item-sampled" ranks it among
-#: sampled negatives only (a secondary protocol, for comparison with papers that report it).
-PROTOCOLS = ("all-items", "exclude-seen", "next-item", "next-item-sampled")
-#: The protocols of a leave-one-out split: one held-out item per user, ranked given the history.
-NEXT_ITEM_PROTOCOLS = ("next-item", "next-item-sampled")
-#: The part of a reference metric key that is not a protocol: test loss and RMSE (rating models).
-TEST_METRICS = "test"
 
 _METRIC = re.compile(r"^(?:top_(\d+)_categorical_accuracy|recall_at_(\d+)|ndcg_at_(\d+)|mrr)$")
 _NEXT_ITEM_METRIC = re.compile(r"^(?:hr_at_(\d+)|ndcg_at_(\d+)|mrr)$")

@@ -159,7 +159,10 @@ class ModelKind:
 
 
 #: The model-kind table: ``model.kind`` in a config -> its :class:`ModelKind`.
-MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
+#: The one table of model kinds. The sequential kinds live in their own module, which registers
+#: them when it is first needed (a lazy entry, so this module never imports it back).
+MODEL_KINDS: Registry[ModelKind] = Registry("model kind", lazy={
+    name: "recstack.experiment.sequential_kinds" for name in ("sasrec", "gru4rec", "transitions")})
 
 
 def register_model_kind(name: str, builder: Builder, params: type | None = None, description: str = "",
@@ -189,7 +192,7 @@ def register_model_kind(name: str, builder: Builder, params: type | None = None,
         history_query: how a non-sequential kind turns histories into queries for the next-item
             protocols and ``recommend --history`` (None: it scores users, not histories).
     """
-    if name in MODEL_KINDS and not replace:
+    if name in MODEL_KINDS.loaded() and not replace:
         raise ConfigError(f"model kind {name!r} is already registered; pass replace=True to override it.")
     kind = ModelKind(name, builder, params or _NoParams, description, gradient_trained, predicts_ratings, check,
                      memory, sequential, history_query)
@@ -456,9 +459,6 @@ register_model_kind("ease", build_ease, EASEParams, "EASE linear item-item autoe
 register_model_kind("autorec", build_autorec, AutoRecParams,
                     "AutoRec rating autoencoder over rows of the training rating matrix", predicts_ratings=True,
                     check=check_autorec, memory=autorec_memory)
-
-# The sequential kinds (sasrec, gru4rec, transitions) register themselves on import.
-from . import sequential_kinds  # noqa: E402,F401  (after register_model_kind exists)
 
 __all__ = ["AutoRecParams", "EASEParams", "FeatureSpec", "HistoryQuery", "MODEL_KINDS", "ModelContext", "ModelKind",
            "PopularityParams", "TwoTowerParams", "ease_history_query", "popularity_history_query",
