@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from recstack.core.id_lists import IdLists
-from recstack.datasets.sequences import build_histories, leave_one_out, sample_negatives
+from recstack.datasets.sampled_negatives import sample_negatives
+from recstack.datasets.sequences import build_histories, leave_one_out
 from recstack.models.next_item_eval import (
     evaluate_next_item,
     evaluate_sampled,

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from recstack.core.errors import ConfigError, DataError
+from recstack.datasets.sampled_negatives import sample_negatives
 from recstack.datasets.sequences import (
     build_histories,
     leave_one_out,
     left_pad,
-    sample_negatives,
     temporal_split,
     training_sequences,
 )

@@ -23,6 +23,7 @@ from recstack.datasets.movielens_large import (
     read_movielens_20m,
 )
 from recstack.datasets.rating_splits import ml100k_fold, ml100k_u1_split, random_holdout
+from recstack.datasets.sampled_negatives import sample_negatives
 from recstack.datasets.sequences import (
     EvalSequences,
     Histories,
@@ -30,7 +31,6 @@ from recstack.datasets.sequences import (
     TrainingSequences,
     build_histories,
     leave_one_out,
-    sample_negatives,
     targets_after,
     training_sequences,
 )

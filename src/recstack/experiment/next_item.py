@@ -33,7 +33,8 @@ import torch
 from ..core.columns import Columns
 from ..core.errors import DataError
 from ..core.id_lists import IdLists
-from ..datasets.sequences import EvalSequences, sample_negatives, targets_after
+from ..datasets.sampled_negatives import sample_negatives
+from ..datasets.sequences import EvalSequences, targets_after
 from ..models.next_item_eval import rank_metrics, sampled_ranks, target_ranks
 from ..training.callbacks import Callback
 from ..training.history import History
