@@ -242,8 +242,8 @@ def _sequence_memory(ctx: ModelContext, p: SequenceParams, layer_params: int) ->
     rows = ctx.train.num_rows if ctx.train is not None else 0
     cells = rows + ctx.num_users * L
     return MemoryEstimate(16 * (tables + layer_params) + 16 * cells,
-                          f"{V:,} item embeddings x {d} and {layer_params:,} layer weights, float32, with gradients and "
-                          f"optimizer state, and up to {cells:,} training positions")
+                          f"{V:,} item embeddings x {d} and {layer_params:,} layer weights, float32, with gradients "
+                          f"and optimizer state, and up to {cells:,} training positions")
 
 
 def sasrec_memory(ctx: ModelContext, p: SASRecParams) -> MemoryEstimate:
