@@ -7,6 +7,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -126,3 +127,40 @@ def test_demo_quick_prints_the_comparison_and_recommendations(synthetic_ml100k, 
     assert header.split() == ["model", "top-10", "top-100", "recall@10*", "ndcg@10*", "mrr*", "train", "s"]
     runs = sorted(p.name.rsplit("-", 2)[0] for p in (tmp_path / "runs").iterdir())
     assert runs == ["basic-retrieval", "ease", "movielens-best", "popularity"]
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "transitions"])
+def test_recstack_train_runs_each_next_item_config(name, synthetic_ml100k, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))
+    run = tmp_path / "run"
+    code = main(["train", name, "--run-dir", str(run), "--progress", "quiet", "--set", "training.epochs=1",
+                 "--set", "output.plots=false", "--set", "evaluation.next_item.sampled_negatives=20"])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["protocols"]) == {"next-item", "next-item-sampled"}
+    users = json.loads((run / "data.json").read_text())["users"]
+    assert 0 < metrics["protocols"]["next-item"]["rows"] <= users          # one held-out item per user
+    assert metrics["validation"]["protocol"] == "next-item"
+
+
+def test_the_ml1m_config_reads_movielens_1m_and_prints_the_published_figures(tmp_path, monkeypatch, capsys):
+    """sasrec-ml1m on tiny files in ML-1M's formats (the real data cannot be fetched here)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "movies.dat").write_bytes("".join(f"{m}::Movie {m} (1990)::Drama\n" for m in range(1, 31))
+                                        .encode("latin-1"))
+    (folder / "users.dat").write_text("".join(f"{u}::F::25::4::0{u:04d}\n" for u in range(1, 41)))
+    ratings = [f"{u}::{m}::4::{978300000 + 60 * t}\n" for u in range(1, 41)
+               for t, m in enumerate(rng.choice(30, 8, replace=False) + 1)]
+    (folder / "ratings.dat").write_text("".join(ratings))
+    monkeypatch.setenv("RECSTACK_ML_1M_DIR", str(folder))
+    run = tmp_path / "run"
+    assert main(["train", "sasrec-ml1m", "--run-dir", str(run), "--progress", "quiet", "--set", "training.epochs=1",
+                 "--set", "model.max_length=8", "--set", "evaluation.next_item.sampled_negatives=10",
+                 "--set", "output.plots=false"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "Published (SASRec, leave-one-out, full-catalogue ranking): Meta generative-recommenders" in out
+    assert "next-item/hr_at_10" in out and "0.2853" in out
+    assert "this run changes model.max_length, training.epochs" in out
+    assert json.loads((run / "data.json").read_text())["rows"]["test"] == 40

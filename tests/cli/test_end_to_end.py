@@ -197,7 +197,8 @@ def test_usage_errors_exit_2(capsys):
     assert "no config file and no shipped config named 'basic-retreival' (did you mean 'basic-retrieval'?)" in \
         capsys.readouterr().err
     assert main(["evaluate", "somewhere", "--protocol", "all"]) == 2
-    assert "invalid choice: 'all' (choose from all-items, exclude-seen, next-item, next-item-sampled)" in capsys.readouterr().err
+    assert ("invalid choice: 'all' (choose from all-items, exclude-seen, next-item, next-item-sampled)"
+            in capsys.readouterr().err)
 
 
 def test_export_and_serve_fail_clearly_without_serving(workdir, write_config, capsys, monkeypatch):

@@ -104,6 +104,7 @@ def test_recommend_usage_errors(moved_runs, capsys):
     assert "has no item embeddings" in capsys.readouterr().err
 
 
+
 def test_recommend_history_needs_a_kind_that_reads_histories(workdir, write_config, capsys):
     path = write_config({"training": {"epochs": 1}})
     assert main(["train", str(path), "--run-dir", str(workdir / "run"), "--progress", "quiet"]) == 0

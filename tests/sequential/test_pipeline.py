@@ -182,7 +182,7 @@ def test_two_tower_is_scored_by_its_user_and_item_embeddings(tmp_path):
         assert metrics[key] == pytest.approx(value, abs=1e-9), key
 
 
-def test_popularity_counts_the_training_rows(tmp_path):
+def test_popularity_counts_the_training_rows(tmp_path, capsys):
     data = walks(60, seed=4)
     data.to_csv(tmp_path / "walks.csv", index=False)
     run = tmp_path / "pop"
@@ -194,7 +194,48 @@ def test_popularity_counts_the_training_rows(tmp_path):
     score = np.zeros(V)
     score[ids] = counts.to_numpy()
     score = score + 0.5 * (1 - np.arange(V) / V)                 # equal counts: lower id first
-    test = load_run(run).test_columns()
-    ranks = _ranks(np.tile(score, (test.num_rows, 1)), test["item"].numpy())
+    loaded = load_run(run)
+    test = loaded.test_columns()
+    scores = np.tile(score, (test.num_rows, 1))
+    ranks = _ranks(scores, test["item"].numpy())
     for key, value in _reference_metrics(ranks).items():
         assert metrics[key] == pytest.approx(value, abs=1e-9), key
+    # --exclude-history: the user's earlier items (training and validation) leave the ranking
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--protocol", "next-item", "--exclude-history", "--format", "json"]) == 0
+    excluded = json.loads(capsys.readouterr().out)["protocols"]["next-item"]
+    for row, user in enumerate(test["user"].tolist()):
+        earlier = loaded.histories.row(user)
+        scores[row, earlier[earlier != int(test["item"][row])]] = -np.inf
+    reference = _reference_metrics(_ranks(scores, test["item"].numpy()))
+    assert reference["mrr"] > _reference_metrics(ranks)["mrr"] + 0.05     # popular earlier items were ahead
+    for key, value in reference.items():
+        assert excluded[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_a_resumed_sequential_run_ends_like_an_uninterrupted_one(tmp_path, one_thread):
+    """Stopped right after its best epoch (later checkpoints and the final files gone), ``train
+    --resume`` continues with the validation history, the best weights so far (best.pt: no later
+    epoch beats them) and the optimizer state."""
+    import shutil
+
+    config = sequential_config(tmp_path, SASREC, training={
+        "epochs": 12, "checkpoint_every": 1, "keep_checkpoints": 20,
+        "early_stopping": {"metric": "mrr", "patience": 0}})
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    expected = train(config, straight)
+    best = expected["best_epoch"]
+    assert best < 12, "the walks should be learnt before the last epoch"
+    shutil.copytree(straight, cut)
+    for path in (cut / "checkpoints").glob("epoch-*.pt"):
+        if int(path.stem.split("-")[1]) > best:
+            path.unlink()
+    for name in ("model.pt", "metrics.json"):
+        (cut / name).unlink()
+    (cut / "status.json").write_text(json.dumps({"state": "running", "epoch": best}))
+    assert main(["train", "--resume", str(cut), "--progress", "quiet"]) == 0
+    resumed = json.loads((cut / "metrics.json").read_text())
+    assert resumed["best_epoch"] == best and resumed["epochs"] == 12
+    assert resumed["protocols"]["next-item"] == pytest.approx(expected["protocols"]["next-item"])
+    weights, chosen = (torch.load(r / "model.pt", weights_only=True) for r in (cut, straight))
+    assert all(torch.equal(weights[k], chosen[k]) for k in weights)

@@ -225,3 +225,18 @@ def test_sampled_negatives_refuse_impossible_requests() -> None:
         sample_negatives(split.test, 6, 5, seed=0)        # 5 ids minus the target leaves 4
     with pytest.raises(DataError, match="weights"):
         sample_negatives(split.test, 6, 2, weights=[1, 2], seed=0)
+
+
+def test_targets_after_follow_the_whole_stored_history():
+    """Row e's history is its key's stored list (the last L, left-padded); seen() is all of it;
+    keys without a list (out of range) have an empty history."""
+    from recstack.core.id_lists import IdLists
+    from recstack.datasets.sequences import targets_after
+
+    stored = IdLists.from_lists([[], [5, 3, 5, 7], [2]])        # time order, repeats kept
+    rows = targets_after(stored, [1, 2, 0, 9], [8, 4, 1, 2], 3, target_timestamps=[1.0, 2.0, 3.0, 4.0])
+    assert rows.history.tolist() == [[3, 5, 7], [0, 0, 2], [0, 0, 0], [0, 0, 0]]
+    assert rows.target.tolist() == [8, 4, 1, 2] and rows.target_timestamp.tolist() == [1.0, 2.0, 3.0, 4.0]
+    seen = rows.seen()
+    assert [seen.row(i).tolist() for i in range(4)] == [[3, 5, 7], [2], [], []]
+    assert rows.columns()["history"].shape == (4, 3)

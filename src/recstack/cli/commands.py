@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 from pathlib import Path
@@ -129,12 +130,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise RecstackError(f"{loaded.run.root} has no test.pt (the encoded test split).")
     protocols = [args.protocol] if args.protocol else list(loaded.config.evaluation.protocols)
     _check_protocols(loaded.config, protocols)
-    metrics = evaluate_run(loaded.config, loaded.model, loaded.test_columns(), loaded.pre, loaded.seen, protocols,
-                           with_loss=wants_test_loss(loaded.config), histories=loaded.histories)
+    config, written = loaded.config, None
+    if args.exclude_history:
+        from ..core.errors import UsageError
+
+        if not any(p in NEXT_ITEM_PROTOCOLS for p in protocols):
+            raise UsageError("--exclude-history applies to the next-item protocols; evaluate with --protocol "
+                             "next-item or next-item-sampled.")
+        written, config = config, copy.deepcopy(config)
+        config.evaluation.next_item.exclude_history = True
+    metrics = evaluate_run(config, loaded.model, loaded.test_columns(), loaded.pre, loaded.seen, protocols,
+                           with_loss=wants_test_loss(config), histories=loaded.histories)
     if args.format == "json":
         print(json.dumps(clean_json(metrics), indent=2))
     else:
-        _report_metrics(Reporter("quiet"), metrics, str(loaded.run.root), loaded.config)
+        _report_metrics(Reporter("quiet"), metrics, str(loaded.run.root), config, written)
     return 0
 
 

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "per-user metrics with items seen before the test split removed; next-item: rank each "
                         "user's held-out item among all items given the history (leave-one-out runs); "
                         "next-item-sampled: among sampled items only (default: the config's protocols)")
+    p.add_argument("--exclude-history", action="store_true",
+                   help="next-item protocols: remove each user's earlier items from the ranking (as "
+                        "evaluation.next_item.exclude_history: true; the held-out item is always ranked)")
     format_option(p)
 
     p = command("recommend", "top-k items for a user, or for an ad-hoc history, of a trained run",

@@ -116,7 +116,8 @@ class HistoryScorer:
     def _item_table(self, device: torch.device) -> torch.Tensor:
         if self._items is None:
             ids = torch.arange(self.num_items, device=device)
-            self._items = torch.cat([self.model.item_embeddings(ids[i:i + 8192]) for i in range(0, self.num_items, 8192)])
+            self._items = torch.cat([self.model.item_embeddings(ids[i:i + 8192])
+                                     for i in range(0, self.num_items, 8192)])
         return self._items
 
 
@@ -160,7 +161,8 @@ def next_item_ranks(model: Model, kind: ModelKind, rows: Columns, histories: IdL
             scores = scorer(users[part], torch.from_numpy(data.history[part]), part_seen, batch)
             if negatives is None:
                 targets = torch.from_numpy(data.target[part])
-                ranks[part] = target_ranks(scores, targets, part_seen if options.exclude_history else None).cpu().numpy()
+                exclude = part_seen if options.exclude_history else None
+                ranks[part] = target_ranks(scores, targets, exclude).cpu().numpy()
             else:
                 columns = torch.from_numpy(np.concatenate([data.target[part, None], negatives[part]], axis=1))
                 ranks[part] = sampled_ranks(scores.gather(1, columns.to(scores.device))).cpu().numpy()

@@ -145,13 +145,12 @@ Sampling = Literal["uniform", "popularity"]
 
 
 @dataclass
-class SASRecParams:
-    """SASRec-style causal self-attention over the last ``max_length`` items (Kang & McAuley 2018).
+class SequenceParams:
+    """The settings every gradient-trained sequential kind takes.
 
-    ``embedding_dim`` (divisible by ``num_heads``), ``num_blocks`` transformer blocks with FFN width
-    ``ffn_dim`` (null: embedding_dim) and ``activation``, ``dropout`` on embeddings, attention and
-    residual branches, ``norm``: pre- or post-layer-norm. Learned positions count from the first
-    real item. ``loss``: ``softmax`` (full cross-entropy over the catalogue, fused: no [n, V]
+    ``max_length``: the latest items of a history the model reads; ``embedding_dim``: d;
+    ``dropout`` (sasrec: on embeddings, attention and residual branches; gru4rec: on the input
+    embeddings). ``loss``: ``softmax`` (full cross-entropy over the catalogue, fused: no [n, V]
     logits in memory), ``sampled`` (in-batch targets + ``num_negatives`` items per batch with logQ
     correction: for large catalogues) or ``bce`` (SASRec's binary loss, one negative per position);
     negatives are drawn ``uniform``-ly or by ``popularity``. ``temperature`` divides the logits.
@@ -162,12 +161,7 @@ class SASRecParams:
 
     max_length: int = 50
     embedding_dim: int = 64
-    num_blocks: int = 2
-    num_heads: int = 1
-    ffn_dim: int | None = None
     dropout: float = 0.2
-    norm: Literal["pre", "post"] = "pre"
-    activation: str = "gelu"
     loss: Loss = "softmax"
     num_negatives: int = 100
     negative_sampling: Sampling = "uniform"
@@ -177,26 +171,30 @@ class SASRecParams:
 
 
 @dataclass
-class GRU4RecParams:
-    """GRU4Rec-style recurrent encoder (Hidasi et al. 2016, as RecBole's GRU4Rec): ``num_layers``
-    GRU layers of width ``hidden_size`` (null: embedding_dim) over the last ``max_length`` items,
-    ``dropout`` on the input embeddings; ``loss``, ``num_negatives``, ``negative_sampling``,
-    ``temperature``, ``shared_embeddings``, ``training_windows`` as for ``sasrec``."""
+class SASRecParams(SequenceParams):
+    """SASRec-style causal self-attention over the last ``max_length`` items (Kang & McAuley 2018):
+    ``num_blocks`` transformer blocks with ``num_heads`` heads (``embedding_dim`` divisible by it),
+    FFN width ``ffn_dim`` (null: embedding_dim) and ``activation``, ``norm``: pre- or post-layer-norm.
+    Learned positions count from the first real item. The rest: :class:`SequenceParams`."""
 
-    max_length: int = 50
-    embedding_dim: int = 64
+    num_blocks: int = 2
+    num_heads: int = 1
+    ffn_dim: int | None = None
+    norm: Literal["pre", "post"] = "pre"
+    activation: str = "gelu"
+
+
+@dataclass
+class GRU4RecParams(SequenceParams):
+    """GRU4Rec-style recurrent encoder (Hidasi et al. 2016, as RecBole's GRU4Rec): ``num_layers``
+    GRU layers of width ``hidden_size`` (null: embedding_dim) over the last ``max_length`` items.
+    The rest: :class:`SequenceParams`."""
+
     hidden_size: int | None = None
     num_layers: int = 1
-    dropout: float = 0.2
-    loss: Loss = "softmax"
-    num_negatives: int = 100
-    negative_sampling: Sampling = "uniform"
-    temperature: float | None = None
-    shared_embeddings: bool = True
-    training_windows: int | None = None
 
 
-def _common_problems(p: SASRecParams | GRU4RecParams) -> list[str | None]:
+def _common_problems(p: SequenceParams) -> list[str | None]:
     problems: list[str | None] = [
         bound("model.max_length", p.max_length, 1, MAX_SEQUENCE_LENGTH,
               "every training row and query holds this many items; published models use 50-200"),
@@ -236,7 +234,7 @@ def check_gru4rec(p: GRU4RecParams) -> list[str]:
     return [x for x in problems if x]
 
 
-def _sequence_memory(ctx: ModelContext, p: SASRecParams | GRU4RecParams, layer_params: int) -> MemoryEstimate:
+def _sequence_memory(ctx: ModelContext, p: SequenceParams, layer_params: int) -> MemoryEstimate:
     """Float32 item (and position) tables and layers with gradients and optimizer state (x4), the
     int64 training rows (inputs and targets: at most n + users x max_length cells each)."""
     d, V, L = p.embedding_dim, ctx.num_items, p.max_length
@@ -244,8 +242,8 @@ def _sequence_memory(ctx: ModelContext, p: SASRecParams | GRU4RecParams, layer_p
     rows = ctx.train.num_rows if ctx.train is not None else 0
     cells = rows + ctx.num_users * L
     return MemoryEstimate(16 * (tables + layer_params) + 16 * cells,
-                          f"{V:,} item embeddings x {d} and {layer_params:,} layer weights, float32, with gradients and "
-                          f"optimizer state, and up to {cells:,} training positions")
+                          f"{V:,} item embeddings x {d} and {layer_params:,} layer weights, float32, with gradients "
+                          f"and optimizer state, and up to {cells:,} training positions")
 
 
 def sasrec_memory(ctx: ModelContext, p: SASRecParams) -> MemoryEstimate:
@@ -259,7 +257,7 @@ def gru4rec_memory(ctx: ModelContext, p: GRU4RecParams) -> MemoryEstimate:
 
 
 # -- builders --------------------------------------------------------------------------------------
-def _retrieval(ctx: ModelContext, p: SASRecParams | GRU4RecParams, encoder: SequenceEncoder) -> HistoryRetrieval:
+def _retrieval(ctx: ModelContext, p: SequenceParams, encoder: SequenceEncoder) -> HistoryRetrieval:
     V = ctx.num_items
     if ctx.train is not None:
         histories = interaction_histories(ctx.train, V)
@@ -318,4 +316,5 @@ register_model_kind("transitions", build_transitions, None,
                     "item-to-item transitions: items that came right after the history's last item (closed form)",
                     gradient_trained=False, memory=transitions_memory, sequential=True)
 
-__all__ = ["GRU4RecParams", "HistoryRetrieval", "SASRecParams", "TransitionRecommender", "interaction_histories"]
+__all__ = ["GRU4RecParams", "HistoryRetrieval", "SASRecParams", "SequenceParams", "TransitionRecommender",
+           "interaction_histories"]
