@@ -165,7 +165,8 @@ def next_item_ranks(model: Model, kind: ModelKind, rows: Columns, histories: IdL
                 ranks[part] = target_ranks(scores, targets, exclude).cpu().numpy()
             else:
                 columns = torch.from_numpy(np.concatenate([data.target[part, None], negatives[part]], axis=1))
-                ranks[part] = sampled_ranks(scores.gather(1, columns.to(scores.device))).cpu().numpy()
+                columns = columns.to(scores.device)   # item ids: the columns gathered (ties: lower id first)
+                ranks[part] = sampled_ranks(scores.gather(1, columns), columns).cpu().numpy()
     finally:
         if was_training:
             model.train()
