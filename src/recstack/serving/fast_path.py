@@ -37,6 +37,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from .batching import RecommendBatcher
 from .holder import BundleHolder
 from .middleware import ServerMetrics
 from .query import Bundle, Recommendation
@@ -156,11 +157,11 @@ class FastRecommend:
         holder: the live bundle.
         settings: request limits, ``inline_max_candidates``.
         metrics: the server's metrics (the same series the FastAPI path records).
-        batcher: optional :class:`~recstack.serving.batching.RecommendBatcher`.
+        batcher: optional :class:`~recstack.serving.batching.RecommendBatcher` (dynamic batching).
     """
 
     def __init__(self, fallback: ASGIApp, holder: BundleHolder, settings: ServerSettings, metrics: ServerMetrics,
-                 batcher: Any = None):
+                 batcher: RecommendBatcher | None = None):
         self.fallback = fallback
         self.holder = holder
         self.settings = settings
