@@ -224,3 +224,25 @@ def test_run_folder_arguments_that_are_not_run_folders(workdir, capsys):
 def test_help_still_prints_usage(capsys):
     assert main(["serve", "--help"]) == 0
     assert "TCP port, 1-65535" in capsys.readouterr().out
+
+
+def test_serve_passes_batching_access_log_and_the_index_connection(monkeypatch, capsys):
+    import recstack.serving.server as server
+
+    calls = []
+    monkeypatch.setattr(server, "run_server", lambda *args, **kwargs: calls.append((args, kwargs)))
+    assert main(["serve", "bundle", "--batch-window-ms", "2", "--batch-max-queries", "16", "--access-log",
+                 "--index-dsn", "postgresql://localhost/x"]) == 0
+    (args, kwargs), = calls
+    assert args == ("bundle", "127.0.0.1", 8000, 1)
+    assert kwargs == {"access_log": True, "batch_window_ms": 2.0, "batch_max_queries": 16,
+                      "index_connection": {"dsn": "postgresql://localhost/x"}}
+    assert main(["serve", "bundle"]) == 0
+    assert calls[-1][1] == {"access_log": False, "batch_window_ms": None, "batch_max_queries": 64,
+                            "index_connection": None}
+
+
+@pytest.mark.parametrize("window", ["-1", "1001", "soon"])
+def test_serve_refuses_a_bad_batch_window(window, capsys):
+    line = one_line_error(["serve", "bundle", "--batch-window-ms", window], capsys, 2)
+    assert "milliseconds between 0 and 1000" in line

@@ -232,7 +232,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise RecstackError(f"recstack serve needs recstack.serving.server ({exc}).") from None
     try:
-        run_server(args.bundle, args.host, args.port, args.workers)
+        run_server(args.bundle, args.host, args.port, args.workers, access_log=args.access_log,
+                   batch_window_ms=args.batch_window_ms, batch_max_queries=args.batch_max_queries,
+                   index_connection={"dsn": args.index_dsn} if args.index_dsn else None)
     except ImportError as exc:  # the server's optional dependencies (fastapi, uvicorn)
         raise RecstackError(str(exc)) from None
     return 0

@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default: 8000)")
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--batch-window-ms", type=_window_ms, default=None, metavar="MS",
+                   help="dynamic batching: score the requests that arrive within MS milliseconds (0-1000; 0: "
+                        "those already waiting) in one matmul (default: off)")
+    p.add_argument("--batch-max-queries", type=_positive_int, default=64, metavar="N",
+                   help="most queries in one dynamic batch (default: 64)")
+    p.add_argument("--access-log", action="store_true", help="log one line per request (default: off)")
+    p.add_argument("--index-dsn", metavar="DSN", help="PostgreSQL connection of a pgvector-backed bundle (bundles "
+                   "never store one)")
 
     data = command("data", "fetch datasets and describe interaction files", None)
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -175,6 +183,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _window_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 1000, got {text!r}") from None
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 1000, got {text!r}")
     return value
 
 
