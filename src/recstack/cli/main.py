@@ -186,26 +186,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _window_ms(text: str) -> float:
+def _number_in(text: str, parse: type, low: float, high: float, expected: str) -> float:
+    """``parse(text)`` if it lies in [low, high], else argparse's error saying ``expected``."""
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 1000, got {text!r}") from None
-    if not 0 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"expected milliseconds between 0 and 1000, got {text!r}")
+        value = None
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _window_ms(text: str) -> float:
+    return _number_in(text, float, 0, 1000, "milliseconds between 0 and 1000")
 
 
 def _port(text: str) -> int:
     """A TCP port to listen on. 0 ("any free port") is refused: clients need to know the port, and
     the server would only report the 0 it was given."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {value}")
-    return value
+    return _number_in(text, int, 1, 65535, "a port number 1-65535")
 
 
 def _separator(text: str) -> str:
