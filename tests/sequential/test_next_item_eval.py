@@ -106,6 +106,15 @@ def test_nan_scores_are_never_hits_and_ties_go_to_the_lower_id() -> None:
     assert metrics["ndcg_at_10"][1] == 0.0 and metrics["mrr"][1] == 0.0
 
 
+def test_mrr_at_k_is_truncated_at_k_as_recbole_defines_it() -> None:
+    """MRR@k counts 1/(rank+1) only inside the top k; plain MRR counts every finite rank."""
+    ranks = np.array([0.0, 2.0, 9.0, 10.0, 40.0, math.inf])
+    metrics = rank_metrics(ranks, ks=(3, 10))
+    np.testing.assert_allclose(metrics["mrr_at_3"], [1.0, 1 / 3, 0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(metrics["mrr_at_10"], [1.0, 1 / 3, 1 / 10, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(metrics["mrr"], [1.0, 1 / 3, 1 / 10, 1 / 11, 1 / 41, 0.0])
+
+
 def test_a_constant_scorer_ranks_each_target_at_its_catalogue_position() -> None:
     """Everything tied (a collapsed model): neither HR 1 (ties for the target) nor HR 0 (ties
     against it), but the list a stable sort serves: item 1, 2, ..., V-1."""

@@ -156,7 +156,10 @@ class SequenceParams:
     negatives are drawn ``uniform``-ly or by ``popularity``. ``temperature`` divides the logits.
     ``shared_embeddings``: score with the input item table (else a separate output table).
     ``training_windows``: training rows per user, each of the next ``max_length`` steps going back
-    in time (1: only the last, as SASRec; null: all of the user's steps).
+    in time (1: only the last, as SASRec; null: all of the user's steps). ``repeat_bias``: learn
+    one score offset for the items already in the history (``softmax`` loss; see
+    :class:`~recstack.models.sequential.SequentialRetrieval`): the model learns from the training
+    data whether users come back to what they had.
     """
 
     max_length: int = 50
@@ -168,6 +171,7 @@ class SequenceParams:
     temperature: float | None = None
     shared_embeddings: bool = True
     training_windows: int | None = None
+    repeat_bias: bool = False
 
 
 @dataclass
@@ -207,6 +211,9 @@ def _common_problems(p: SequenceParams) -> list[str | None]:
                               "each adds a logit per position of the batch"))
     if p.temperature is not None and p.temperature <= 0:
         problems.append(f"model.temperature: must be > 0 (or null: none), got {p.temperature}")
+    if p.repeat_bias and p.loss != "softmax":
+        problems.append(f"model.repeat_bias: needs model.loss: softmax (it offsets the logits of every item), got "
+                        f"loss {p.loss!r}")
     if p.training_windows is not None and p.training_windows < 1:
         problems.append(f"model.training_windows: must be >= 1 (or null: all of each user's steps), got "
                         f"{p.training_windows}")
@@ -277,7 +284,8 @@ def _retrieval(ctx: ModelContext, p: SequenceParams, encoder: SequenceEncoder) -
             num_negatives=p.num_negatives if p.loss == "sampled" else 0,
             negative_weights=targets if p.negative_sampling == "popularity" else None,
             candidate_counts=targets if p.loss == "sampled" else None, temperature=p.temperature, seed=seed,
-            max_length=p.max_length, windows=p.training_windows, popularity=popularity, histories=ctx.histories)
+            max_length=p.max_length, windows=p.training_windows, popularity=popularity, histories=ctx.histories,
+            repeat_bias=p.repeat_bias)
     except ConfigError as exc:
         raise ConfigError(f"model: {exc}") from None
 

@@ -110,7 +110,11 @@ def sampled_ranks(scores: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
 
 
 def rank_metrics(ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = (10,)) -> dict[str, np.ndarray]:
-    """Per-row ``hr_at_{k}``, ``ndcg_at_{k}`` (each k) and ``mrr`` [E] from ranks [E] (0 = first)."""
+    """Per-row ``hr_at_{k}``, ``ndcg_at_{k}``, ``mrr_at_{k}`` (each k) and ``mrr`` [E] from ranks [E] (0 = first).
+
+    With r the 0-based rank: HR@k = [r < k], NDCG@k = [r < k] / log2(r + 2) (one relevant item:
+    IDCG = 1), MRR@k = [r < k] / (r + 1) (RecBole's MRR@k, truncated at k), MRR = 1 / (r + 1).
+    """
     r = ranks.detach().cpu().numpy() if isinstance(ranks, torch.Tensor) else np.asarray(ranks, dtype=np.float64)
     r = r.astype(np.float64, copy=False)
     out: dict[str, np.ndarray] = {}
@@ -119,6 +123,7 @@ def rank_metrics(ranks: np.ndarray | torch.Tensor, ks: Sequence[int] = (10,)) ->
         out[f"hr_at_{k}"] = hit.astype(np.float64)
         with np.errstate(divide="ignore"):
             out[f"ndcg_at_{k}"] = np.where(hit, 1.0 / np.log2(np.where(hit, r, 0.0) + 2.0), 0.0)
+            out[f"mrr_at_{k}"] = np.where(hit, 1.0 / (np.where(hit, r, 0.0) + 1.0), 0.0)
     out["mrr"] = 1.0 / (r + 1.0)
     return out
 

@@ -24,6 +24,15 @@ embedding of item j and catalogue 1..V-1 (the pad row 0 is never a candidate):
   ``negative_weights`` (uniform by default, as in SASRec):
   loss = mean_t [softplus(-h_t . e_{y_t}) + softplus(h_t . e_{z_t})].
 
+``repeat_bias`` (``"softmax"`` only) adds one learned scalar b to the score of every item already
+in the history the state has read: s_j(t) = h_t . e_j + b [j in x_1..x_t] (at scoring time: in
+the given history). It is the simplest form of a repeat-aware recommender (RepeatNet's
+repeat-vs-explore in one number): trained on data where users never return to an item, b
+becomes strongly negative and the model stops recommending what the user already had; on data
+with repeat consumption it learns how much repeating is worth. It is learned from the training
+rows, never set by the evaluation protocol. The loss then forms the [n, V] logits explicitly
+(the fused kernel has no per-row offsets), which is fine for catalogues of up to ~10^5 items.
+
 Sampling draws from the model's own generator (``seed``), so a seeded run repeats itself;
 the generator's position is not part of ``state_dict``, so a resumed run draws other negatives.
 """
@@ -54,6 +63,14 @@ def last_positions(items: torch.Tensor) -> torch.Tensor:
     return ((items != 0) * columns).amax(dim=1)
 
 
+def in_history(histories: torch.Tensor, num_items: int) -> torch.Tensor:
+    """[B, L] item ids (0 = pad) -> [B, V] bool: item j occurs in row b (column 0 always False)."""
+    mask = torch.zeros(histories.shape[0], num_items, dtype=torch.bool, device=histories.device)
+    mask.scatter_(1, histories.long(), True)
+    mask[:, 0] = False
+    return mask
+
+
 class SequentialRetrieval(Model):
     """Next-item retrieval over a sequence encoder (SASRec-, GRU4Rec-style).
 
@@ -72,15 +89,19 @@ class SequentialRetrieval(Model):
         temperature: logits are divided by it ("softmax", "sampled").
         features: batch columns passed to the encoder as per-position features.
         seed: seeds the negative sampler.
+        repeat_bias: learn the offset b of items already in the history ("softmax" only).
     """
 
     def __init__(self, encoder: SequenceEncoder, *, loss: LossKind = "softmax", share_embeddings: bool = True,
                  num_negatives: int = 0, negative_weights: torch.Tensor | None = None,
                  candidate_counts: torch.Tensor | None = None, temperature: float | None = None,
-                 features: Sequence[str] = (), seed: int = 0):
+                 features: Sequence[str] = (), seed: int = 0, repeat_bias: bool = False):
         super().__init__()
         if loss not in LOSSES:
             raise ConfigError(f"loss must be one of {LOSSES}; got {loss!r}.")
+        if repeat_bias and loss != "softmax":
+            raise ConfigError(f"repeat_bias needs loss='softmax' (the logits of every item, with the history's "
+                              f"offset); got loss={loss!r}.")
         if loss == "sampled" and num_negatives < 1:
             raise ConfigError("loss='sampled' needs num_negatives >= 1 (the negatives drawn per batch, beside the "
                               "in-batch targets).")
@@ -102,6 +123,8 @@ class SequentialRetrieval(Model):
         counts = None if candidate_counts is None else self._distribution(candidate_counts, "candidate_counts")
         self.register_buffer("target_probability", counts)
         self.task = Retrieval(temperature=temperature, remove_accidental_hits=True, reduction="mean")
+        #: b, the learned score offset of items already in the history (None: not used).
+        self.repeat_bias = torch.nn.Parameter(torch.zeros(())) if repeat_bias else None
         self.generator = torch.Generator().manual_seed(int(seed))
 
     def _distribution(self, weights: torch.Tensor | None, name: str) -> torch.Tensor:
@@ -150,8 +173,12 @@ class SequentialRetrieval(Model):
 
     def score_items(self, histories: torch.Tensor,
                     features: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """[B, V] scores of every item id (column 0 is the pad id: ignore it)."""
-        return self.query_embeddings(histories, features) @ self.item_table.weight.T
+        """[B, V] scores of every item id (column 0 is the pad id: ignore it): q . e_j, plus
+        ``repeat_bias`` for the items of the row's history when the model has one."""
+        scores = self.query_embeddings(histories, features) @ self.item_table.weight.T
+        if self.repeat_bias is not None:
+            scores = scores + self.repeat_bias * in_history(histories, self.num_items).to(scores.dtype)
+        return scores
 
     # Loss -----------------------------------------------------------------------------
     def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
@@ -166,8 +193,14 @@ class SequentialRetrieval(Model):
             states = self.encoder(history, features)
             valid = target != 0
             queries, positives = states[valid], target[valid].long()
+            # what state t has read: x_1..x_t (later columns masked to the pad id 0)
+            L = history.shape[1]
+            read = torch.ones(L, L, dtype=torch.bool, device=history.device).tril()
+            seen = (history.unsqueeze(1) * read).masked_fill(~read, 0)[valid] if self.repeat_bias is not None \
+                else None
         elif target.dim() == 1:
             queries, positives = self.query_embeddings(history, features), target.long()
+            seen = history
         else:
             raise ShapeError(f"target must be [B, L] (training) or [B] (evaluation); got {tuple(target.shape)}.")
         if positives.numel() == 0:
@@ -175,6 +208,8 @@ class SequentialRetrieval(Model):
         if int(positives.min()) < 1 or int(positives.max()) >= self.num_items:
             raise DataError(f"target ids must lie in [1, {self.num_items}); got "
                             f"[{int(positives.min())}, {int(positives.max())}].")
+        if self.loss == "softmax" and self.repeat_bias is not None:
+            return self.repeat_aware_softmax_loss(queries, positives, seen)
         if self.loss == "softmax":
             return self.full_softmax_loss(queries, positives)
         if self.loss == "sampled":
@@ -186,6 +221,16 @@ class SequentialRetrieval(Model):
         table = self.item_table.weight[1:]
         return softmax_retrieval_loss(queries, table, temperature=self.temperature, reduction="mean",
                                       positive_index=positives - 1)
+
+    def repeat_aware_softmax_loss(self, queries: torch.Tensor, positives: torch.Tensor,
+                                  seen: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over items 1..V-1 of logits (q . e_j + b [j in seen row]) / T:
+        ``queries`` [n, d], ``positives`` [n], ``seen`` [n, L] item ids each query has read (0 = pad)."""
+        logits = queries @ self.item_table.weight.T
+        logits = logits + self.repeat_bias * in_history(seen, self.num_items).to(logits.dtype)
+        if self.temperature is not None:
+            logits = logits / self.temperature
+        return F.cross_entropy(logits[:, 1:], positives - 1)
 
     def _draw(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         """Ids drawn with replacement from ``negative_probability`` (the model's generator)."""
@@ -227,4 +272,4 @@ class SequentialRetrieval(Model):
         return (F.softplus(-pos) + F.softplus(neg)).mean()
 
 
-__all__ = ["LOSSES", "SequentialRetrieval", "last_positions"]
+__all__ = ["LOSSES", "SequentialRetrieval", "in_history", "last_positions"]
