@@ -26,7 +26,8 @@ What runs, in one invocation:
   wall-clock cap per model (``--recbole-cap-s``), one thread, in a background subprocess
   (benchmarks/peers/recbole_driver.py) on RecBole's own copy of MovieLens 100K.
 * recstack, at the same time, in the foreground, one thread: the shipped configs ``sasrec``,
-  ``gru4rec``, ``transitions``, and popularity, EASE and the tuned two-tower (``movielens-best``)
+  ``gru4rec`` (each also without its learned repeat offset, ``model.repeat_bias=false``: the
+  architecture of RecBole's models), ``transitions``, and popularity, EASE and the tuned two-tower (``movielens-best``)
   moved onto the same split and protocol, each over ``--seeds`` (the config seed: initialisation
   and shuffling; the split is deterministic). EASE's L2 is chosen on the validation item.
 
@@ -74,11 +75,13 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     "item-to-item transitions": ("transitions", []),
     "EASE": ("ease", LEAVE_ONE_OUT),
     "two-tower (movielens-best)": ("movielens-best", LEAVE_ONE_OUT + ["training.checkpoint_every=0"]),
+    "GRU4Rec-style, no repeat offset": ("gru4rec", ["model.repeat_bias=false"]),
+    "SASRec-style, no repeat offset (RecBole's SASRec)": ("sasrec", ["model.repeat_bias=false"]),
     "GRU4Rec-style (gru4rec)": ("gru4rec", []),
     "SASRec-style (sasrec)": ("sasrec", []),
 }
-EASE_L2 = [50.0, 100.0, 200.0, 500.0, 1000.0]
-SEQUENTIAL = {"GRU4Rec-style (gru4rec)", "SASRec-style (sasrec)"}
+EASE_L2 = [100.0, 500.0, 2000.0, 10000.0, 30000.0]
+SEQUENTIAL = {label for label, (config, _) in MODELS.items() if config in ("gru4rec", "sasrec")}
 
 RECBOLE_PROTOCOL: dict[str, Any] = {
     "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},

@@ -89,7 +89,7 @@ def main(spec_path: str, out_path: str) -> None:
     stop = "early stopping"
     try:
         trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=stop_at_cap, verbose=False)
-        if len(epochs) >= config["epochs"]:
+        if len(epochs) >= trainer.epochs:   # TraditionalTrainer (EASE, ItemKNN) runs one epoch
             stop = "max epochs"
     except WallCap:
         stop = f"wall-clock cap {wall_cap:.0f} s"
