@@ -74,13 +74,13 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     "popularity": ("popularity", LEAVE_ONE_OUT),
     "item-to-item transitions": ("transitions", []),
     "EASE": ("ease", LEAVE_ONE_OUT),
-    "two-tower (movielens-best)": ("movielens-best", LEAVE_ONE_OUT + ["training.checkpoint_every=0"]),
+    "two-tower (movielens-best)": ("movielens-best", LEAVE_ONE_OUT),
     "GRU4Rec-style, no repeat offset": ("gru4rec", ["model.repeat_bias=false"]),
     "SASRec-style, no repeat offset (RecBole's SASRec)": ("sasrec", ["model.repeat_bias=false"]),
     "GRU4Rec-style (gru4rec)": ("gru4rec", []),
     "SASRec-style (sasrec)": ("sasrec", []),
 }
-EASE_L2 = [100.0, 500.0, 2000.0, 10000.0, 30000.0]
+EASE_L2 = [500.0, 2000.0, 10000.0, 30000.0, 100000.0, 300000.0]
 SEQUENTIAL = {label for label, (config, _) in MODELS.items() if config in ("gru4rec", "sasrec")}
 
 RECBOLE_PROTOCOL: dict[str, Any] = {
@@ -222,14 +222,14 @@ def main() -> None:
     ease_l2, ease_validation = choose_ease_l2(workdir)
     print(f"[recstack] EASE l2 {ease_l2:g} (validation NDCG@10 per l2: {ease_validation})", flush=True)
     models: dict[str, Any] = {}
-    for label, (config, overrides) in MODELS.items():
+    for number, (label, (config, overrides)) in enumerate(MODELS.items()):
         extra = [f"model.l2={ease_l2}"] if config == "ease" else []
         if args.quick and label in SEQUENTIAL | {"two-tower (movielens-best)"}:
             extra.append("training.epochs=3")
         runs = {}
         for seed in seeds:
             runs[seed] = train(config, COMMON + overrides + extra + [f"seed={seed}"],
-                               workdir / f"{config}-{seed}")
+                               workdir / f"{number}-{config}-{seed}")
             test = runs[seed]["test"]
             print(f"[recstack] {label} seed {seed}: HR@10 {test['hr_at_10']:.4f} NDCG@10 {test['ndcg_at_10']:.4f} "
                   f"({runs[seed]['wall_s']:.0f} s)", flush=True)
@@ -237,6 +237,8 @@ def main() -> None:
             f"{part}/{metric}": summary([float(r[part][metric]) for r in runs.values()])
             for part in ("test", "test_history_excluded") for metric in ("hr_at_10", "ndcg_at_10", "mrr_at_10", "mrr")
             if all(metric in r[part] for r in runs.values())}}
+        # what is done so far survives a crash later in the run
+        (workdir / "recstack.partial.json").write_text(json.dumps(models, indent=1))
 
     if peer_thread is not None:
         print("[recstack] done; waiting for RecBole", flush=True)
