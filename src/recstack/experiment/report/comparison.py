@@ -39,10 +39,11 @@ def _value(c: RunContents, protocol: str, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def comparison_table(runs: list[RunContents]) -> tuple[list[str], list[list[Any]]]:
+def comparison_table(runs: list[RunContents], labels: list[str] | None = None) -> tuple[list[str], list[list[Any]]]:
     """Header and rows: ``protocol/metric``, each run's value, then each later run's difference
-    from the first (``B - A``). Training seconds and epochs close the table."""
-    labels = [c.name for c in runs]
+    from the first (``B - A``). Training seconds and epochs close the table. ``labels``: the
+    runs' column names (default: their folder names)."""
+    labels = labels or [c.name for c in runs]
     header = ["metric", *labels, *(f"{label} - {labels[0]}" for label in labels[1:])]
     rows: list[list[Any]] = []
     for protocol, name in _metric_keys(runs):

@@ -62,18 +62,18 @@ def curve_protocol(c: RunContents) -> str | None:
 
 def run_figures(c: RunContents) -> tuple[dict[str, bytes], list[str]]:
     """The run's figures by name and notes about them: the curves per metric family (trained
-    runs), the test metrics as bars (closed-form runs; for trained runs too, beside the
-    published figures and baselines). Empty without matplotlib."""
+    runs), or the test metrics as bars beside the published figures and baselines (closed-form
+    runs, which have no curves; a trained run's table says the same). Empty without matplotlib."""
     if not plots.have_matplotlib():
         return {}, ["charts skipped: matplotlib is not installed (pip install 'recstack[plot]')."]
     references = _by_protocol(c.reference.metrics) if c.reference else {}
     protocol = curve_protocol(c)
     lines = []
     if protocol in references:
-        lines.append(plots.metric_lines(references[protocol], f"published ({protocol} test)", plots.REFERENCE_STYLE))
+        lines.append(plots.metric_lines(references[protocol], "published (test)", plots.REFERENCE_STYLE))
     for name, protocols in c.baselines.items():
         if protocol in protocols:
-            lines.append(plots.metric_lines(protocols[protocol], f"{name} ({protocol} test)", plots.BASELINE_STYLE))
+            lines.append(plots.metric_lines(protocols[protocol], f"{name} (test)", plots.BASELINE_STYLE))
     figures: dict[str, bytes] = {}
     notes: list[str] = []
     if c.gradient_trained and c.history.epochs:
@@ -85,8 +85,8 @@ def run_figures(c: RunContents) -> tuple[dict[str, bytes], list[str]]:
     for name, protocols in c.baselines.items():
         for p, values in protocols.items():
             base_lines.setdefault(p, []).append(plots.metric_lines(values, f"{name} (same split)", plots.BASELINE_STYLE))
-    bars = plots.metric_bars(c.protocols, ref_lines, base_lines, title="Test metrics")
-    if bars is not None:
+    bars = None if c.gradient_trained else plots.metric_bars(c.protocols, ref_lines, base_lines, title="Test metrics")
+    if bars is not None:   # closed-form runs (no curves): their whole result, beside the references
         figures["test_metrics"] = bars
     return figures, notes
 
@@ -133,7 +133,7 @@ def _metric_rows(c: RunContents, protocol: str, values: dict[str, Any]) -> tuple
         header += ["published", "vs published"]
     rows = []
     for key, value in values.items():
-        if not isinstance(value, (int, float)) or key == "rows":
+        if not isinstance(value, (int, float)) or key == "rows" or _same_as_accuracy(values, key):
             continue
         name = key.split("/", 1)[-1]
         row: list[Any] = [name, float(value)]
@@ -147,12 +147,25 @@ def _metric_rows(c: RunContents, protocol: str, values: dict[str, Any]) -> tuple
     return header, rows
 
 
+def _same_as_accuracy(values: dict[str, Any], key: str) -> bool:
+    """Whether ``key`` is recall@k and equals top-k accuracy (one positive per query)."""
+    parsed = plots.parse_metric(key)
+    if parsed is None or parsed[0] != "recall":
+        return False
+    prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    other = values.get(f"{prefix}top_{parsed[1]}_categorical_accuracy")
+    return isinstance(other, (int, float)) and math.isclose(other, values[key], rel_tol=1e-9, abs_tol=1e-12)
+
+
 def _metrics_section(c: RunContents, figures: dict[str, bytes]) -> str:
     parts = []
     for protocol, values in c.protocols.items():
         if isinstance(values, dict):
             header, rows = _metric_rows(c, protocol, values)
             parts.append(f"<h3>{h.esc(protocol)}</h3>" + h.table(header, rows))
+            if any(_same_as_accuracy(values, k) for k in values):
+                parts.append('<p class="note">recall@k equals top-k accuracy under this protocol (one positive per '
+                             "query): listed once, as top-k accuracy.</p>")
     test = c.metrics.get("test")
     if isinstance(test, dict) and test:
         parts.append("<h3>test loss</h3>" + h.table(["metric", "value"], list(test.items())))
@@ -232,12 +245,12 @@ def _sample_section(loaded: LoadedRun, beyond: BeyondAccuracy, test_items: dict[
 
 def _beyond_section(b: BeyondAccuracy, figures: dict[str, bytes]) -> str:
     cards = [(f"catalogue coverage@{k}", f"{100 * v:.1f}%") for k, v in b.coverage.items()]
-    cards += [(f"mean popularity of top-{b.k} items", b.mean_popularity["recommended"]),
-              ("mean popularity of a training interaction", b.mean_popularity["interactions"]),
-              ("mean popularity of a catalogue item", b.mean_popularity["catalogue"]),
+    cards += [(f"mean popularity of top-{b.k} items", f'{b.mean_popularity["recommended"]:.1f}'),
+              ("mean popularity of a training interaction", f'{b.mean_popularity["interactions"]:.1f}'),
+              ("mean popularity of a catalogue item", f'{b.mean_popularity["catalogue"]:.1f}'),
               (f"top-{b.k} slots on long-tail items", f"{100 * b.tail_share['recommended']:.1f}%"),
               ("training interactions on long-tail items", f"{100 * b.tail_share['interactions']:.1f}%")]
-    body = h.cards([(k, float(v) if isinstance(v, (float, np.floating)) else v) for k, v in cards])
+    body = h.cards(cards)
     body += (f'<p class="note">Over the top-{b.k} lists of the {len(b.users):,} test users, seen items excluded. '
              "Popularity of an item: how many users had it before the test split. Long tail: the items outside "
              f"the most popular {int(100 * HEAD_FRACTION)}% of the catalogue.</p>")
