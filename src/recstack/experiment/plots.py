@@ -139,14 +139,16 @@ def split_history(epochs: Sequence[int], history: Mapping[str, Sequence[float]])
             del curves.series[key]
         curves.notes.append("recall@k equals top-k accuracy here (one positive per query): it is drawn once, as "
                             "top-k accuracy.")
-    if "total_loss" in curves.losses and _same(curves.losses["total_loss"], curves.losses.get("loss")):
+    if "total_loss" in curves.losses and _same(curves.losses["total_loss"], curves.losses.get("loss"), subset=True):
         del curves.losses["total_loss"]
     return curves
 
 
 def _same(a: Mapping[str, tuple[list[int], list[float]]] | None,
-          b: Mapping[str, tuple[list[int], list[float]]] | None) -> bool:
-    if a is None or b is None or set(a) != set(b):
+          b: Mapping[str, tuple[list[int], list[float]]] | None, subset: bool = False) -> bool:
+    """Whether series ``a`` equals ``b`` in every split (``subset``: in every split ``a`` has, ``b``
+    may have more, e.g. a validation loss without a validation total loss)."""
+    if a is None or b is None or not (set(a) <= set(b) if subset else set(a) == set(b)):
         return False
     return all(a[s][0] == b[s][0] and all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
                                           for x, y in zip(a[s][1], b[s][1])) for s in a)
