@@ -136,9 +136,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"wrote {path} ({report.seconds:.1f} s)")
         return 0
     from ..experiment.report import comparison_table
+    from ..experiment.report.comparison import run_labels
 
     path, runs = write_comparison(args.run_dirs, args.out)
-    labels = [chr(ord("A") + i) if i < 26 else f"R{i + 1}" for i in range(len(runs))]
+    labels = run_labels(runs)
     header, rows = comparison_table(runs, labels)
     if args.format == "json":
         print(json.dumps(clean_json({"comparison": str(path), "runs": dict(zip(labels, (str(c.run.root) for c in runs))),

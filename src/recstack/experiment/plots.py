@@ -68,12 +68,13 @@ def parse_metric(name: str) -> tuple[str, int | None] | None:
     return None  # pragma: no cover (the pattern has no other alternative)
 
 
-def family_label(family: str, k: int | None, next_item: bool = False) -> str:
+def family_label(family: str, k: int | None, next_item: bool = False, short: bool = False) -> str:
+    """``top-10 accuracy`` (``short``: ``top-10``), ``HR@10``, ``recall@10`` (``rec@10``), ``NDCG@10``, ``MRR``."""
     if family == "accuracy":
-        return f"HR@{k}" if next_item else f"top-{k} accuracy"
+        return f"HR@{k}" if next_item else f"top-{k}" if short else f"top-{k} accuracy"
     if family == "mrr":
         return "MRR"
-    return f"{'recall' if family == 'recall' else 'NDCG'}@{k}"
+    return f"{('rec' if short else 'recall') if family == 'recall' else 'NDCG'}@{k}"
 
 
 @dataclass
@@ -175,6 +176,7 @@ def _integer_epochs(ax: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_xlabel("epoch")
 
 
@@ -214,10 +216,14 @@ def _finish(fig: Any, axes: Sequence[Any]) -> bytes:
     _legend(fig, axes)
     height = fig.get_figheight()
     rows = max(1, len({round(ax.get_position().y0, 3) for ax in axes}))
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
-        ax.tick_params(labelsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        if ax.get_yscale() == "linear":
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
     fig.subplots_adjust(left=0.06, right=0.79, top=1 - 0.55 / height, bottom=0.5 / height + 0.02,
-                        wspace=0.32, hspace=0.55 if rows > 1 else 0.2)
+                        wspace=0.5, hspace=0.55 if rows > 1 else 0.2)
     return _png(fig)
 
 
@@ -265,7 +271,7 @@ def curve_figures(curves: Curves, lines: Sequence[Lines] = ()) -> dict[str, byte
 
 
 def metric_bars(protocols: Mapping[str, Mapping[str, Any]], references: Mapping[str, Lines] | None = None,
-                baselines: Mapping[str, Sequence[Lines]] | None = None, title: str = "Test metrics") -> bytes | None:
+                baselines: Mapping[str, Sequence[Lines]] | None = None, title: str | None = None) -> bytes | None:
     """Grouped bars of a run's test metrics, one panel per protocol: the run, then each reference
     and baseline that gives the same metric (``references[protocol]``, ``baselines[protocol]``).
     Recall@k is left out where it equals top-k accuracy. None when there is nothing to draw."""
@@ -293,10 +299,10 @@ def metric_bars(protocols: Mapping[str, Mapping[str, Any]], references: Mapping[
             hatch = "//" if group.style.get("linestyle") == ":" else None
             ax.bar(xs, ys, width=width * 0.95, label=group.label, color=colour if hatch is None else "white",
                    edgecolor=colour, hatch=hatch)
-        ax.set_xticks(range(len(keys)), [family_label(*key, next_item=next_item) for key in keys], fontsize=9)
-        ax.set_title(protocol, fontsize=10)
+        ax.set_xticks(range(len(keys)), [family_label(*key, next_item=next_item, short=True) for key in keys])
+        ax.tick_params(axis="x", labelsize=8 if len(keys) <= 12 else 7)
+        ax.set_title(f"test metrics, {protocol} protocol" if title is None else f"{title}, {protocol}", fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(title, fontsize=12, x=0.42)
     return _finish(fig, list(axes.ravel()))
 
 

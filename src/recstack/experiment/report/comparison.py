@@ -19,7 +19,7 @@ from ...core.io import atomic_write_text
 from .. import plots
 from ..tracking import flatten
 from . import html as h
-from .contents import RunContents, load_contents
+from .contents import RunContents, load_contents, same_as_accuracy
 
 COMPARISON_NAME = "comparison.html"
 
@@ -47,6 +47,9 @@ def comparison_table(runs: list[RunContents], labels: list[str] | None = None) -
     header = ["metric", *labels, *(f"{label} - {labels[0]}" for label in labels[1:])]
     rows: list[list[Any]] = []
     for protocol, name in _metric_keys(runs):
+        if all(same_as_accuracy(c.protocols.get(protocol, {}), name) for c in runs
+               if name in c.protocols.get(protocol, {})):
+            continue    # recall@k that is top-k accuracy in every run (one positive per query): listed once
         values = [_value(c, protocol, name) for c in runs]
         first = values[0]
         diffs = [None if v is None or first is None else v - first for v in values[1:]]
@@ -71,32 +74,38 @@ def default_output(paths: list[Path]) -> Path:
     return Path(os.path.commonpath(parents)) / COMPARISON_NAME
 
 
+def run_labels(runs: list[RunContents]) -> list[str]:
+    """A, B, C, ... (R27, R28, ... past Z): the runs' short names in tables and legends."""
+    return [chr(ord("A") + i) if i < 26 else f"R{i + 1}" for i in range(len(runs))]
+
+
 def build_comparison(runs: list[RunContents]) -> str:
     start = time.perf_counter()
-    header, rows = comparison_table(runs)
+    labels = run_labels(runs)
+    header, rows = comparison_table(runs, labels)
     n = len(runs)
     cells = []
     for row in rows:
         values, diffs = row[1:1 + n], row[1 + n:]
         cells.append([row[0], *values, *(h.Raw(h.signed(d)) for d in diffs)])
-    sections = [h.section("Runs", h.table(["run", "config", "model kind", "description", "folder"],
-                                          [[c.name, c.config.name, c.config.model.kind, c.config.description,
-                                            str(c.run.root)] for c in runs], text_columns=(3, 4)), "runs"),
+    sections = [h.section("Runs", h.table(["", "run", "config", "model kind", "description"],
+                                          [[label, c.name, c.config.name, c.config.model.kind, c.config.description]
+                                           for label, c in zip(labels, runs)], text_columns=(1, 4)), "runs"),
                 h.section("Test metrics", h.table(header, cells) +
                           '<p class="note">Differences are each run minus the first run; green: higher.</p>',
                           "metrics")]
     if plots.have_matplotlib():
-        curves = [(c.name, plots.split_history(c.history.epochs, c.history.history)) for c in runs
-                  if c.gradient_trained and c.history.epochs]
+        curves = [(f"{label} {c.config.name}", plots.split_history(c.history.epochs, c.history.history))
+                  for label, c in zip(labels, runs) if c.gradient_trained and c.history.epochs]
         figures = plots.overlay_figures(curves) if curves else {}
         body = "".join(h.image(png, name) for name, png in figures.items())
-        closed = [c.name for c in runs if not c.gradient_trained]
+        closed = [f"{label} ({c.config.name})" for label, c in zip(labels, runs) if not c.gradient_trained]
         if closed:
             body += f'<p class="note">Closed-form runs have no curves: {h.esc(", ".join(closed))}.</p>'
         sections.append(h.section("Curves", body or "<p>No run has per-epoch curves.</p>", "curves"))
     keys, values, shared = config_differences(runs)
     if keys:
-        body = h.table(["setting", *(c.name for c in runs)], [[k, *(v[i] for v in values)] for i, k in enumerate(keys)],
+        body = h.table(["setting", *(f"{label} {c.config.name}" for label, c in zip(labels, runs))], [[k, *(v[i] for v in values)] for i, k in enumerate(keys)],
                        text_columns=tuple(range(n + 1)), row_classes=["diff"] * len(keys))
     else:
         body = "<p>The configs are identical.</p>"
@@ -117,5 +126,5 @@ def write_comparison(paths: list[str | Path], out: str | Path | None = None) -> 
     return target, runs
 
 
-__all__ = ["COMPARISON_NAME", "build_comparison", "comparison_table", "config_differences", "default_output",
+__all__ = ["COMPARISON_NAME", "build_comparison", "run_labels", "comparison_table", "config_differences", "default_output",
            "write_comparison"]

@@ -13,6 +13,7 @@ from ...training.history import History
 from ..config import ExperimentConfig
 from ..config_files import load_config
 from ..model_kinds import MODEL_KINDS
+from ..plots import parse_metric
 from ..reference import AppliedReference, applicable_reference
 from ..run_dir import RunDir
 
@@ -93,4 +94,14 @@ def recorded_baselines(metrics: dict[str, Any]) -> dict[str, dict[str, dict[str,
     return out
 
 
-__all__ = ["RunContents", "load_contents", "recorded_baselines"]
+def same_as_accuracy(values: dict[str, Any], key: str) -> bool:
+    """Whether ``key`` is recall@k and equals top-k accuracy (one positive per query)."""
+    parsed = parse_metric(key)
+    if parsed is None or parsed[0] != "recall":
+        return False
+    prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    other = values.get(f"{prefix}top_{parsed[1]}_categorical_accuracy")
+    return isinstance(other, (int, float)) and math.isclose(other, values[key], rel_tol=1e-9, abs_tol=1e-12)
+
+
+__all__ = ["RunContents", "load_contents", "recorded_baselines", "same_as_accuracy"]

@@ -22,7 +22,7 @@ from ..saved_run import LoadedRun, load_run
 from . import html as h
 from .baselines import POPULARITY, recompute_popularity
 from .beyond import HEAD_FRACTION, BeyondAccuracy, beyond_accuracy
-from .contents import RunContents, load_contents
+from .contents import RunContents, load_contents, same_as_accuracy
 
 REPORT_NAME = "report.html"
 #: Users whose history and recommendations the report shows.
@@ -85,7 +85,7 @@ def run_figures(c: RunContents) -> tuple[dict[str, bytes], list[str]]:
     for name, protocols in c.baselines.items():
         for p, values in protocols.items():
             base_lines.setdefault(p, []).append(plots.metric_lines(values, f"{name} (same split)", plots.BASELINE_STYLE))
-    bars = None if c.gradient_trained else plots.metric_bars(c.protocols, ref_lines, base_lines, title="Test metrics")
+    bars = None if c.gradient_trained else plots.metric_bars(c.protocols, ref_lines, base_lines)
     if bars is not None:   # closed-form runs (no curves): their whole result, beside the references
         figures["test_metrics"] = bars
     return figures, notes
@@ -133,7 +133,7 @@ def _metric_rows(c: RunContents, protocol: str, values: dict[str, Any]) -> tuple
         header += ["published", "vs published"]
     rows = []
     for key, value in values.items():
-        if not isinstance(value, (int, float)) or key == "rows" or _same_as_accuracy(values, key):
+        if not isinstance(value, (int, float)) or key == "rows" or same_as_accuracy(values, key):
             continue
         name = key.split("/", 1)[-1]
         row: list[Any] = [name, float(value)]
@@ -147,23 +147,13 @@ def _metric_rows(c: RunContents, protocol: str, values: dict[str, Any]) -> tuple
     return header, rows
 
 
-def _same_as_accuracy(values: dict[str, Any], key: str) -> bool:
-    """Whether ``key`` is recall@k and equals top-k accuracy (one positive per query)."""
-    parsed = plots.parse_metric(key)
-    if parsed is None or parsed[0] != "recall":
-        return False
-    prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-    other = values.get(f"{prefix}top_{parsed[1]}_categorical_accuracy")
-    return isinstance(other, (int, float)) and math.isclose(other, values[key], rel_tol=1e-9, abs_tol=1e-12)
-
-
 def _metrics_section(c: RunContents, figures: dict[str, bytes]) -> str:
     parts = []
     for protocol, values in c.protocols.items():
         if isinstance(values, dict):
             header, rows = _metric_rows(c, protocol, values)
             parts.append(f"<h3>{h.esc(protocol)}</h3>" + h.table(header, rows))
-            if any(_same_as_accuracy(values, k) for k in values):
+            if any(same_as_accuracy(values, k) for k in values):
                 parts.append('<p class="note">recall@k equals top-k accuracy under this protocol (one positive per '
                              "query): listed once, as top-k accuracy.</p>")
     test = c.metrics.get("test")
