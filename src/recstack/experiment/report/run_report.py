@@ -174,7 +174,7 @@ def _metrics_section(c: RunContents, figures: dict[str, bytes]) -> str:
         best = f", best epoch {c.metrics['best_epoch']}" if "best_epoch" in c.metrics else ""
         parts.append(f'<p class="note">validation ({h.esc(validation.get("protocol", ""))}{best}): ' +
                      ", ".join(f"{h.esc(k)} {h.number(v)}" for k, v in validation.items()
-                               if isinstance(v, float)) + "</p>")
+                               if isinstance(v, float) and k != "rows") + "</p>")
     return h.section("Test metrics", "".join(parts) or "<p>metrics.json lists no protocol.</p>", "metrics")
 
 
