@@ -140,3 +140,18 @@ def test_recstack_report_rewrites_one_run_report(report_runs, capsys):
 def test_report_of_a_folder_that_is_not_a_finished_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert "missing config.yaml, metrics.json" in capsys.readouterr().err
+
+
+def test_a_report_that_fails_leaves_the_run_complete(tmp_path, monkeypatch, capsys):
+    import recstack.experiment.run as run_module
+    from tests.report.conftest import train
+    from synthetic_movielens import write_synthetic_ml100k
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(run_module, "write_run_outputs", broken)
+    run = train("popularity", tmp_path / "run", write_synthetic_ml100k(tmp_path / "ml-100k"))
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    assert not (run / "report.html").exists()
+    assert "report.html not written (RuntimeError: boom)" in capsys.readouterr().err

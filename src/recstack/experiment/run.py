@@ -279,8 +279,16 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
 
 def _write_report(config: ExperimentConfig, run: RunDir, metrics: dict[str, Any], tracker: MlflowTracker | None,
                   reporter: Reporter) -> None:
-    """plots/ and report.html (experiment.report), then the tracker's final metrics and artifacts."""
-    written, report, notes = write_run_outputs(run.root, config.output.plots, config.output.report)
+    """plots/ and report.html (experiment.report), then the tracker's final metrics and artifacts.
+
+    The run is complete by now (metrics.json, status.json): a report that cannot be built is a
+    note, never a failed run."""
+    try:
+        written, report, notes = write_run_outputs(run.root, config.output.plots, config.output.report)
+    except Exception as exc:  # noqa: BLE001 (the run's results are saved; the report can be rebuilt)
+        written, report = [], None
+        notes = [f"report.html not written ({type(exc).__name__}: {exc}); the run is complete: try "
+                 f"recstack report {run.root}"]
     for note in notes:
         reporter.note(note)
     if report is not None:
