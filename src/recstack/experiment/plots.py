@@ -336,7 +336,8 @@ def overlay_figures(runs: Sequence[tuple[str, Curves]]) -> dict[str, bytes]:
             for split, (x, y) in splits.items():
                 ax.plot(x, y, color=COLOURS[i % len(COLOURS)], linestyle="-" if split == "validation" else "--",
                         marker="o", markersize=3, label=f"{label} ({split})")
-        ax.set_yscale("log")
+        if all(v > 0 for _, splits in loss_runs for _, ys in splits.values() for v in ys):
+            ax.set_yscale("log")   # sum- and mean-reduced losses differ by orders of magnitude
         _integer_epochs(ax)
         ax.grid(alpha=0.3)
         out["loss"] = _finish(fig, [ax])
