@@ -125,8 +125,15 @@ def test_demo_quick_prints_the_comparison_and_recommendations(synthetic_ml100k, 
     assert "recall@10*" in out and "Top 5 new recommendations for user 42" in out
     header = next(line for line in out.splitlines() if line.startswith("model "))
     assert header.split() == ["model", "top-10", "top-100", "recall@10*", "ndcg@10*", "mrr*", "train", "s"]
-    runs = sorted(p.name.rsplit("-", 2)[0] for p in (tmp_path / "runs").iterdir())
+    folders = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    runs = sorted(p.name.rsplit("-", 2)[0] for p in folders)
     assert runs == ["basic-retrieval", "ease", "movielens-best", "popularity"]
+    # it ends with the four reports and the comparison page of the four, which it wrote
+    tail = out.rstrip().splitlines()[-5:]
+    assert [line.split()[-1] for line in tail[:4]] == [str(f / "report.html") for f in sorted(
+        folders, key=lambda f: ["basic-retrieval", "movielens-best", "popularity", "ease"].index(f.name.rsplit("-", 2)[0]))]
+    assert tail[4].split()[-1] == str(tmp_path / "runs" / "comparison.html")
+    assert all((f / "report.html").exists() for f in folders) and (tmp_path / "runs" / "comparison.html").exists()
 
 
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec", "transitions"])

@@ -120,6 +120,37 @@ def _without_option(argv: list[str], option: str) -> list[str]:
     return out
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """``recstack report RUN``: RUN/report.html; ``recstack report RUN_A RUN_B ...``: a comparison page
+    (``--out``, default comparison.html beside the runs) and the metrics table on stdout."""
+    from ..experiment.report import write_comparison, write_run_report
+
+    if args.out and len(args.run_dirs) == 1:
+        from ..core.errors import UsageError
+
+        raise UsageError("--out names a comparison page (two or more runs); one run's report is RUN/report.html.")
+    if len(args.run_dirs) == 1:
+        path, report = write_run_report(args.run_dirs[0])
+        for note in report.notes:
+            print(f"note: {note}", file=__import__("sys").stderr)
+        print(f"wrote {path} ({report.seconds:.1f} s)")
+        return 0
+    from ..experiment.report import comparison_table
+    from ..experiment.report.comparison import run_labels
+
+    path, runs = write_comparison(args.run_dirs, args.out)
+    labels = run_labels(runs)
+    header, rows = comparison_table(runs, labels)
+    if args.format == "json":
+        print(json.dumps(clean_json({"comparison": str(path), "runs": dict(zip(labels, (str(c.run.root) for c in runs))),
+                                     "header": header, "rows": rows}), indent=2))
+        return 0
+    print("\n".join(f"{label} = {c.run.root}" for label, c in zip(labels, runs)))
+    print(format_table(header, rows))
+    print(f"\nwrote {path}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..experiment.config import wants_test_loss
     from ..experiment.evaluation import evaluate_run

@@ -8,7 +8,9 @@
 3. Evaluates every model under both protocols ("all-items": TFRS top-k accuracy over the
    catalogue; "exclude-seen": per-user recall/NDCG without already-seen items),
    prints a comparison table and recommendations for user 42, and leaves the run
-   folders (with their plots) under ``--runs-dir``.
+   folders (with their plots and report.html) under ``--runs-dir``.
+4. Writes a comparison page of the four runs (``--runs-dir``/comparison.html) and ends by
+   printing the paths of the four reports and of that page.
 
 The configs are package data, so this runs from an installed wheel as well as from a
 checkout. ``python -m recstack.cli.demo --help`` lists the options.
@@ -88,7 +90,25 @@ def run_demo(data_dir: str | None, runs_dir: Path, progress: str, user: str = "4
                for _, r in results if r is not None]
     reporter.info("\nRun folders:\n" + "\n".join(folders))
     reporter.info(f"\nDemo finished in {time.perf_counter() - start:.0f}s.")
+    text, data = reports_text(results, runs_dir)
+    reporter.result(text, data)
     return 0
+
+
+def reports_text(results: list[tuple[DemoModel, Any]], runs_dir: Path) -> tuple[str, dict[str, Any]]:
+    """The last lines of the demo: each run's report.html and the comparison page of all of them
+    (written here, to ``runs_dir/comparison.html``)."""
+    from ..experiment.report import write_comparison
+
+    done = [(m, r) for m, r in results if r is not None]
+    lines = ["\nReports (open in a browser; each is one self-contained file):"]
+    lines += [f"  {m.label + ':':<28} {r.run_dir / 'report.html'}" for m, r in done]
+    data: dict[str, Any] = {"reports": [str(r.run_dir / "report.html") for _, r in done], "comparison": None}
+    if len(done) >= 2:
+        page, _ = write_comparison([r.run_dir for _, r in done], runs_dir / "comparison.html")
+        lines.append(f"  {'comparison of the runs:':<28} {page}")
+        data["comparison"] = str(page)
+    return "\n".join(lines), data
 
 
 COLUMNS = [("all-items", "top_10_categorical_accuracy", "top-10"),

@@ -105,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "evaluation.next_item.exclude_history: true; the held-out item is always ranked)")
     format_option(p)
 
+    p = command("report", "write a run's report.html, or a comparison page of several runs", commands.cmd_report,
+                description="One run: writes RUN/report.html (a single self-contained file: data summary, config, "
+                            "curves, test metrics beside the published figures and the popularity baseline, sample "
+                            "recommendations, coverage and long tail; recstack train writes it too). Several runs: "
+                            "writes a comparison page (metrics side by side with differences, curves overlaid, "
+                            "config differences highlighted) and prints the metrics table.",
+                epilog="examples:\n  recstack report runs/basic-retrieval-20250101-120000\n"
+                       "  recstack report runs/demo/* --out compare.html")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", metavar="FILE", help="the comparison page (default: comparison.html in the folder that "
+                                                 "holds the runs)")
+    format_option(p)
+
     p = command("recommend", "top-k items for a user, or for an ad-hoc history, of a trained run",
                 commands.cmd_recommend,
                 description="Top-k items of a trained run for a user (--user) or for a history of items "

@@ -34,9 +34,11 @@ from .evaluation import evaluate_run
 from .model_kinds import MODEL_KINDS
 from .next_item import HistoryScorer, NextItemValidation, evaluate_next_item
 from .prepare import Prepared, prepare
+from .report.run_report import write_run_outputs
 from .reporter import Reporter, clean_json
-from .run_dir import RunDir, default_run_dir, environment_info, write_json, write_plots, write_text
+from .run_dir import RunDir, default_run_dir, environment_info, write_json, write_text
 from .saved_run import load_preprocessing, load_run
+from .tracking import MlflowTracker, start_tracking
 
 #: Test hook: stall (sleep) inside this epoch, after its first batch, so a test can kill the run mid-epoch.
 STALL_ENV = "RECSTACK_DEBUG_STALL_EPOCH"
@@ -238,10 +240,11 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
             if kind.gradient_trained else History()
         return TrainResult(Path("."), {}, history, model, config, prepared)
     validation = _next_item_validation(config, run, model, kind, prepared, reporter, checkpoint)
+    tracker = start_tracking(config, run.root)
     start = time.perf_counter()
     if kind.gradient_trained:
         history = _fit(config, run, model, train_cols, val_cols, reporter, checkpoint,
-                       [validation] if validation is not None else [])
+                       [c for c in (validation, tracker) if c is not None])
     else:
         run.write_status("running", epoch=0, epochs=1)
         history = model.fit(train_cols)
@@ -268,13 +271,31 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
         if selected and kind.gradient_trained:
             metrics["best_epoch"] = validation.best_epoch
     write_json(run.metrics, clean_json(metrics))
-    if config.output.plots:
-        _, note = write_plots(history, run.plots)
-        if note:
-            reporter.note(note)
     run.write_status("completed", epoch=metrics["epochs"])
+    _write_report(config, run, metrics, tracker, reporter)
     reporter.info(f"saved {run.root}", run_dir=str(run.root))
     return TrainResult(run.root, metrics, history, model, config, prepared)
+
+
+def _write_report(config: ExperimentConfig, run: RunDir, metrics: dict[str, Any], tracker: MlflowTracker | None,
+                  reporter: Reporter) -> None:
+    """plots/ and report.html (experiment.report), then the tracker's final metrics and artifacts.
+
+    The run is complete by now (metrics.json, status.json): a report that cannot be built is a
+    note, never a failed run."""
+    try:
+        written, report, notes = write_run_outputs(run.root, config.output.plots, config.output.report)
+    except Exception as exc:  # noqa: BLE001 (the run's results are saved; the report can be rebuilt)
+        written, report = [], None
+        notes = [f"report.html not written ({type(exc).__name__}: {exc}); the run is complete: try "
+                 f"recstack report {run.root}"]
+    for note in notes:
+        reporter.note(note)
+    if report is not None:
+        reporter.info(f"report: {report}", report=str(report))
+    if tracker is not None:
+        tracker.finish(clean_json(metrics), report, written)
+        reporter.info(f"MLflow: run {tracker.run_id} in {tracker.uri}", mlflow_run_id=tracker.run_id)
 
 
 def _validation_data(config: ExperimentConfig, model: Model, kind: Any, prepared: Prepared,

@@ -17,7 +17,10 @@ Layout of ``RUN/``::
                            those of the best validation)
     best.pt                the best validation's weights so far (training.early_stopping)
     metrics.json           final test metrics per evaluation protocol
-    plots/*.png            loss, validation metrics, RMSE per epoch (with matplotlib)
+    plots/*.png            one figure per metric family per epoch, test metrics as bars, the long
+                           tail (with matplotlib; recstack.experiment.plots)
+    report.html            the self-contained report (recstack.experiment.report; output.report)
+    mlflow.json            the MLflow run of this run (with tracking.mlflow: true)
     tensorboard/           event files (with `output.tensorboard: true` and tensorboard)
     status.json            {"state": "running" | "completed" | "failed", "epoch": ...}
 
@@ -251,53 +254,6 @@ def fingerprint(files: list[Path]) -> list[dict[str, Any]]:
     return [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files]
 
 
-def write_plots(history: History, folder: Path) -> tuple[list[Path], str | None]:
-    """PNG plots of the history; returns (written files, note) — the note explains a skip."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return [], "plots skipped: matplotlib is not installed (pip install matplotlib)."
-    h, epochs = history.history, history.epochs
-    if not epochs:
-        return [], "plots skipped: the history has no epochs."
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    def plot(name: str, keys: list[str], title: str, ylabel: str) -> None:
-        keys = [k for k in keys if k in h and any(v == v for v in h[k])]  # v == v: not NaN
-        if not keys:
-            return
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for key in keys:
-            points = [(e, v) for e, v in zip(epochs, h[key]) if v == v]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        plt.close(fig)
-        path = folder / f"{name}.png"
-        atomic_write_bytes(path, buffer.getvalue())
-        written.append(path)
-
-    plot("loss", ["loss", "total_loss", "val_loss", "val_total_loss"], "Loss per epoch", "loss")
-    metric_keys = [k for k in h if ("factorized_top_k/" in k or "next_item/" in k)
-                   and re.search(r"(top_\d+_categorical|recall_at|ndcg_at|hr_at)", k)]
-    val_keys = [k for k in metric_keys if k.startswith("val_")]
-    plot("metrics", val_keys or metric_keys,
-         "Validation metrics per epoch" if val_keys else "Training metrics per epoch", "metric")
-    plot("rmse", [k for k in ("root_mean_squared_error", "val_root_mean_squared_error") if k in h],
-         "RMSE per epoch", "RMSE")
-    return written, None
-
-
 def write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
@@ -321,5 +277,4 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-__all__ = ["RunDir", "default_run_dir", "environment_info", "fingerprint", "write_json", "write_plots",
-           "write_text"]
+__all__ = ["RunDir", "default_run_dir", "environment_info", "fingerprint", "write_json", "write_text"]

@@ -229,6 +229,20 @@ class OutputConfig:
     runs_dir: str = "runs"
     plots: bool = True
     tensorboard: bool = False
+    #: report.html at the end of the run (self-contained; its charts need ``plots`` and matplotlib).
+    report: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking. ``mlflow: true`` logs the flattened config as params, every epoch's
+    metrics (step = epoch), the test metrics and report.html to MLflow; ``uri`` is any MLflow
+    tracking URI (default: the file store ``mlruns/`` in the working directory); ``experiment``
+    the MLflow experiment (default: the config's ``name``)."""
+
+    mlflow: bool = False
+    uri: str | None = None
+    experiment: str | None = None
 
 
 @dataclass
@@ -285,6 +299,7 @@ class ExperimentConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     reference: ReferenceConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
