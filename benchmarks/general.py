@@ -1,0 +1,181 @@
+"""Top-k recommendation under RecBole's "general recommendation" protocol: recstack beside RecBole.
+
+Writes benchmarks/results/general.json. Run from the repository root, alone on the machine:
+
+    RECSTACK_DATA_DIR=/path/to/ml-100k .venv/bin/python benchmarks/general.py \
+        --recbole-python /tmp/rbvenv/bin/python              # ~15 min
+    .venv/bin/python benchmarks/general.py --quick ...        # 1 seed, the fast models (smoke test)
+
+The protocol (RecBole 1.2.1's defaults): each user's interactions shuffled and split 8:1:1
+(train / validation / test) by RecBole's rounding rule; every item ranked for every user with
+the user's training (and, at test time, validation) items removed; recall, NDCG, MRR, hit and
+precision at 10, per user, averaged over the users with a test item. MovieLens 100K, all
+100,000 ratings as implicit interactions, item ids (1,682 movies).
+
+What runs, in one invocation:
+
+* RecBole (its own virtualenv, ``--recbole-python``; never imported here): EASE, BPR, ItemKNN,
+  MultiVAE and LightGCN with RecBole's default hyperparameters and its default protocol, one
+  thread, in a background subprocess (benchmarks/peers/recbole_driver.py), on RecBole's own copy
+  of MovieLens 100K (the same data). RecBole selects epochs on validation MRR@10 (its default).
+* recstack, at the same time, one thread: each shipped config listed in ``MODELS`` moved onto
+  ``split.method: per-user-random`` with split seeds ``--seeds`` (mean and sd over them),
+  trained with ``recstack train`` (selection on validation only), evaluated once on test.
+
+Seconds: RecBole's training seconds (its driver: from the trainer's start to the end of the last
+epoch, validation included) and recstack's training seconds (``train_seconds`` of the run),
+each beside the result it produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, summary, write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DRIVER = Path(__file__).resolve().parent / "peers" / "recbole_driver.py"
+METRICS = ("recall_at_10", "ndcg_at_10", "mrr_at_10", "hit_at_10", "precision_at_10")
+RECBOLE_KEYS = {"recall_at_10": "recall@10", "ndcg_at_10": "ndcg@10", "mrr_at_10": "mrr@10",
+                "hit_at_10": "hit@10", "precision_at_10": "precision@10"}
+RECBOLE_MODELS = ["EASE", "ItemKNN", "BPR", "LightGCN", "MultiVAE"]
+
+#: Every recstack run: one thread.
+COMMON = ["training.threads=1"]
+#: label -> (shipped config, overrides); the split seed is added per run.
+MODELS: dict[str, tuple[str, list[str]]] = {}
+#: The labels --quick runs (the fast ones).
+QUICK = set()
+
+
+def split(seed: int) -> str:
+    return f"split={{method: per-user-random, ratios: [0.8, 0.1, 0.1], seed: {seed}}}"
+
+
+def run_recbole(python: str, models: list[str], cap_s: float, workdir: Path, out: dict[str, Any]) -> None:
+    """RecBole's models one after the other (one thread); results land in ``out[model]``."""
+    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for model in models:
+        spec = workdir / f"{model}.spec.json"
+        result = workdir / f"{model}.json"
+        spec.write_text(json.dumps({"model": model, "dataset": "ml-100k", "wall_cap_s": cap_s, "threads": 1,
+                                    "config": {}}))
+        started = time.perf_counter()
+        proc = subprocess.run([python, str(DRIVER), str(spec), str(result)], cwd=workdir, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not result.exists():
+            lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
+            out[model] = {"error": lines[-1] if lines else f"exit {proc.returncode}",
+                          "stderr_tail": proc.stderr[-3000:]}
+        else:
+            out[model] = json.loads(result.read_text())
+            out[model]["wall_s"] = time.perf_counter() - started
+        shown = out[model].get("error") or {k: out[model]["test"].get(v) for k, v in RECBOLE_KEYS.items()}
+        print(f"[recbole] {model}: {shown}", flush=True)
+
+
+def train(config: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """``recstack train`` (JSON-lines progress); returns the test metrics, validation and seconds."""
+    command = [sys.executable, "-m", "recstack", "train", config, "--run-dir", str(run_dir), "--progress", "jsonl"]
+    for item in overrides:
+        command += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"recstack train {config} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"test": metrics["protocols"]["exclude-seen"], "validation": metrics.get("validation"),
+            "train_seconds": metrics.get("train_seconds"), "epochs": metrics.get("epochs"),
+            "wall_s": time.perf_counter() - started}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recbole-python", default=os.environ.get("RECBOLE_PYTHON", "/tmp/rbvenv/bin/python"),
+                        help="the python of RecBole's virtualenv ('' to skip RecBole)")
+    parser.add_argument("--recbole-cap-s", type=float, default=900.0, help="wall-clock cap per RecBole model")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true", help="1 seed, the fast models only (smoke test)")
+    args = parser.parse_args()
+    if not os.environ.get("RECSTACK_DATA_DIR"):
+        raise SystemExit("set RECSTACK_DATA_DIR to the MovieLens 100K folder (u.data, u.item)")
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    workdir = Path(tempfile.mkdtemp(prefix="recstack-general-"))
+    started = time.perf_counter()
+
+    peers: dict[str, Any] = {}
+    peer_thread = None
+    if args.recbole_python:
+        chosen = ["EASE", "ItemKNN"] if args.quick else RECBOLE_MODELS
+        peer_thread = threading.Thread(target=run_recbole, args=(args.recbole_python, chosen, args.recbole_cap_s,
+                                                                  workdir, peers))
+        peer_thread.start()
+
+    models: dict[str, Any] = {}
+    for number, (label, (config, overrides)) in enumerate(MODELS.items()):
+        if args.quick and label not in QUICK:
+            continue
+        runs = {}
+        for seed in seeds:
+            runs[seed] = train(config, COMMON + overrides + [split(seed)], workdir / f"{number}-{config}-{seed}")
+            shown = ", ".join(f"{m} {runs[seed]['test'][m]:.4f}" for m in METRICS if m in runs[seed]["test"])
+            print(f"[recstack] {label} seed {seed}: {shown} ({runs[seed]['train_seconds'] or 0:.1f} s)", flush=True)
+        models[label] = {"config": config, "overrides": overrides, "runs": runs, "summary": {
+            **{m: summary([float(r["test"][m]) for r in runs.values()]) for m in METRICS
+               if all(m in r["test"] for r in runs.values())},
+            "train_seconds": summary([float(r["train_seconds"] or 0.0) for r in runs.values()])}}
+        (workdir / "recstack.partial.json").write_text(json.dumps(models, indent=1))
+
+    if peer_thread is not None:
+        print("[recstack] done; waiting for RecBole", flush=True)
+        peer_thread.join()
+
+    payload = {
+        "benchmark": "top-k recommendation, MovieLens 100K, RecBole's general protocol",
+        "protocol": {"split": "per user, random 8:1:1 (RecBole's RS with group_by user, order RO)",
+                     "ranking": "all items; the user's training items removed (validation items too at test)",
+                     "metrics": "recall, NDCG, MRR, hit, precision @10 per user, mean over users with a test item",
+                     "selection": "validation only"},
+        "threads": {"recstack": 1, "recbole": 1},
+        "seeds": seeds,
+        "quick": args.quick,
+        "recstack": models,
+        "recbole": {"models": peers, "note": "RecBole 1.2.1 defaults (seed 2020), its own split of its own copy "
+                                             "of MovieLens 100K"},
+        "seconds": time.perf_counter() - started,
+        "environment": environment(),
+    }
+    path = write_json("general_quick.json" if args.quick else "general.json", payload)
+    print(f"wrote {path}")
+    print(table(models, peers))
+
+
+def table(models: dict[str, Any], peers: dict[str, Any]) -> str:
+    lines = ["| model | recall@10 | NDCG@10 | MRR@10 | hit@10 | precision@10 | train s |", "|---|---|---|---|---|---|---|"]
+    for label, entry in models.items():
+        s = entry["summary"]
+        cells = [f"{s[m]['mean']:.4f} ± {s[m]['sd']:.4f}" if m in s else "-" for m in METRICS]
+        lines.append(f"| recstack {label} | " + " | ".join(cells) + f" | {s['train_seconds']['mean']:.1f} |")
+    for name, peer in peers.items():
+        if "error" in peer:
+            lines.append(f"| RecBole {name} | failed: {peer['error'][:80]} | | | | | |")
+            continue
+        t = peer["test"]
+        lines.append(f"| RecBole {name} | " + " | ".join(f"{t[RECBOLE_KEYS[m]]:.4f}" for m in METRICS)
+                     + f" | {peer['seconds']['training']:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
