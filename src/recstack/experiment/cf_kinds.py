@@ -1,0 +1,104 @@
+"""Collaborative-filtering model kinds over the user x item interaction graph: ``multvae``
+(:class:`~recstack.models.multvae.MultVAE`, optionally with RecVAE's encoder) and ``lightgcn``
+(:class:`~recstack.models.lightgcn.LightGCN`).
+
+Both score a user by a dot product with item vectors (the builder contract of
+:mod:`recstack.experiment.model_kinds`), so ``recommend``, ``similar``, indexes and bundles use
+them unchanged. They keep what they need to score in persistent buffers of shapes fixed by the
+vocabularies: Mult-VAE the users' training rows (it encodes them), LightGCN the propagated user
+and item embeddings (it propagates once after each change of its weights). ``multvae`` folds in
+histories (``history_query``: the multi-hot row of the history through the encoder), so the
+next-item protocols and ``recommend --history`` read the history given; LightGCN's users are
+nodes of the training graph and it scores them by id.
+
+Registered lazily from :data:`~recstack.experiment.model_kinds.MODEL_KINDS` (this module is
+imported the first time one of its names is looked up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from ..core.errors import ConfigError
+from ..core.id_lists import IdLists
+from ..training.model import Model
+from .limits import MAX_WIDTH, WIDTH_WHY, MemoryEstimate, bound, width_problems
+from .model_kinds import ModelContext, _activation_problem, register_model_kind
+
+
+@dataclass
+class MultVAEParams:
+    """Mult-VAE (Liang et al. 2018; the paper's settings by default): encoder ``hidden_sizes`` ->
+    ``latent_dim`` (mean and log-variance), decoder mirrored, ``activation`` between layers, input
+    ``dropout`` on the L2-normalised multi-hot row, KL weight annealed linearly to ``beta_max`` over
+    ``total_anneal_steps`` batches, ``noise_std`` scaling the reparameterisation noise, ``l2`` on the
+    weight matrices. ``encoder: recvae`` uses RecVAE's dense swish/layer-norm encoder;
+    ``beta_per_item`` > 0 weights each user's KL by beta_per_item x the user's row size (RecVAE)."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [600])
+    latent_dim: int = 200
+    dropout: float = 0.5
+    activation: str = "tanh"
+    beta_max: float = 0.2
+    total_anneal_steps: int = 200_000
+    noise_std: float = 1.0
+    l2: float = 0.0
+    encoder: Literal["mlp", "recvae"] = "mlp"
+    beta_per_item: float = 0.0
+
+
+def check_multvae(p: MultVAEParams) -> list[str]:
+    problems = [bound("model.latent_dim", p.latent_dim, 1, MAX_WIDTH, WIDTH_WHY),
+                _activation_problem("model.activation", p.activation)]
+    if not p.hidden_sizes:
+        problems.append("model.hidden_sizes: list at least one encoder width, e.g. [600]")
+    if not 0 <= p.dropout < 1:
+        problems.append(f"model.dropout: must be in [0, 1), got {p.dropout}")
+    for key in ("beta_max", "total_anneal_steps", "noise_std", "l2", "beta_per_item"):
+        if getattr(p, key) < 0:
+            problems.append(f"model.{key}: must be >= 0, got {getattr(p, key)}")
+    return [x for x in problems if x] + width_problems("model.hidden_sizes", p.hidden_sizes)
+
+
+def multvae_memory(ctx: ModelContext, p: MultVAEParams) -> MemoryEstimate:
+    """The bool user x item matrix, and float32 weights (about 2 x items x hidden plus the inner
+    layers) with gradients and two Adam states."""
+    u, i = ctx.num_users, ctx.num_items
+    h = p.hidden_sizes
+    params = i * (h[0] + (len(h) * h[0] if p.encoder == "recvae" else 0)) + h[-1] * i + \
+        sum(a * b for a, b in zip(h, h[1:])) * 2 + 3 * p.latent_dim * max(h) * len(h)
+    return MemoryEstimate(u * i + 16 * params,
+                          f"a {u:,} x {i:,} bool user-item matrix and {params:,} float32 weights with gradients and "
+                          "optimizer state")
+
+
+def build_multvae(ctx: ModelContext, p: MultVAEParams) -> Model:
+    from ..models.multvae import MultVAE, multi_hot
+
+    if ctx.train is not None:
+        seen = multi_hot(ctx.train["user"], ctx.train["item"], ctx.num_users, ctx.num_items)
+    else:  # rebuilding a saved run: load_state_dict brings the rows
+        seen = torch.zeros(ctx.num_users, ctx.num_items, dtype=torch.bool)
+    try:
+        return MultVAE(seen, hidden_sizes=p.hidden_sizes, latent_dim=p.latent_dim, dropout=p.dropout,
+                       activation=p.activation, beta_max=p.beta_max, total_anneal_steps=p.total_anneal_steps,
+                       noise_std=p.noise_std, l2=p.l2, encoder=p.encoder, beta_per_item=p.beta_per_item,
+                       catalogue=ctx.catalogue, ks=ctx.ks, exclude=ctx.exclude,
+                       per_user_metrics=ctx.validation_protocol == "exclude-seen")
+    except ValueError as exc:  # an unknown activation name
+        raise ConfigError(f"model: {exc}") from None
+
+
+def multvae_history_query(model: Model, histories: IdLists) -> torch.Tensor:
+    """[B, H + 1] Mult-VAE queries of the histories' multi-hot rows (the encoder's mean, decoded)."""
+    return model.fold_in_histories(histories)  # type: ignore[operator]
+
+
+register_model_kind("multvae", build_multvae, MultVAEParams,
+                    "Mult-VAE variational autoencoder over users' item rows (multinomial likelihood; RecVAE encoder "
+                    "optional)", check=check_multvae, memory=multvae_memory, history_query=multvae_history_query)
+
+__all__ = ["MultVAEParams", "build_multvae", "multvae_history_query"]

@@ -1,0 +1,249 @@
+"""Mult-VAE (Liang, Krishnan, Hoffman & Jebara 2018, "Variational Autoencoders for Collaborative
+Filtering"): a variational autoencoder over users' multi-hot item rows with a multinomial likelihood.
+
+For a user row x ∈ {0, 1}^V (the items of the user's training interactions):
+
+    x̃ = dropout(x / ||x||₂, p)                                 input dropout (training only)
+    h = tanh(... tanh(W₁ x̃ + b₁) ...)                          encoder widths ``hidden_sizes``
+    [μ, log σ²] = W_e h + b_e                                    2 x latent_dim
+    z = μ + noise_std · ε ⊙ σ,  ε ~ N(0, I)                      training; z = μ at evaluation
+    g = tanh(... tanh(D₁ z + c₁) ...)                            decoder widths reversed(hidden_sizes)
+    logits = D_o g + c_o,  π = softmax(logits)                   [V]
+
+Loss of a batch of B rows (the negative ELBO with annealed β, the paper's eq. 6/7):
+
+    loss = -(1/B) Σ_b Σ_j x_bj log π_bj  +  β · (1/B) Σ_b ½ Σ_k (σ²_bk + μ²_bk - 1 - log σ²_bk)
+
+with β = min(beta_max, step / total_anneal_steps) after ``step`` training batches
+(``total_anneal_steps`` 0: β = beta_max throughout). The step counter is a buffer, so a resumed
+run continues the schedule. Weight decay is the optimiser's, or ``l2`` (``l2 ||W||²`` per weight
+matrix, as the paper's λ).
+
+Factorised form: the decoder's output layer is linear, so the logit of item j for user u is
+``[g_u, 1] · [D_o[j], c_o[j]]``; :meth:`user_embeddings` returns ``[g_u, 1]`` (g from μ of the
+user's training row: deterministic) and :meth:`item_embeddings` ``[D_o[j], c_o[j]]``, so the
+retrieval metrics, indexes, bundles and ``recommend`` use the model like any two-tower model.
+Softmax is increasing, so ranking by logits ranks by π. :meth:`fold_in` is the same query for
+any multi-hot history (a new user, or a user's history with later items): no retraining.
+
+Options from RecVAE (Shenbin et al. 2020, "RecVAE: a New Variational Autoencoder for Top-N
+Recommendations with Implicit Feedback"), off by default: ``encoder: recvae`` replaces the encoder
+with RecVAE's (dense connections - each layer reads the concatenation of the input and every
+earlier layer's output - with swish activations and layer normalisation), and ``beta_per_item``
+> 0 scales each user's KL weight by the size of the row (β_u = beta_per_item · |x_u|, RecVAE's
+γ·|x_u|) instead of the annealed β.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.columns import Batch, Columns
+from ..core.errors import ConfigError, DataError
+from ..core.exclusions import Exclusions
+from ..core.id_lists import IdLists
+from ..layers.dense import Dense
+from .catalogue_scoring import CatalogueScored
+
+__all__ = ["MultVAE", "RecVAEEncoder", "multi_hot"]
+
+EncoderKind = Literal["mlp", "recvae"]
+
+
+def multi_hot(rows: torch.Tensor, items: torch.Tensor, num_rows: int, num_items: int) -> torch.Tensor:
+    """[num_rows, num_items] bool: True at (rows[n], items[n]); repeated pairs count once, item id 0
+    (unknown) and out-of-range ids are dropped."""
+    rows, items = torch.as_tensor(rows).long().reshape(-1), torch.as_tensor(items).long().reshape(-1)
+    keep = (items > 0) & (items < num_items) & (rows >= 0) & (rows < num_rows)
+    x = torch.zeros(num_rows, num_items, dtype=torch.bool)
+    x[rows[keep], items[keep]] = True
+    return x
+
+
+class RecVAEEncoder(nn.Module):
+    """RecVAE's encoder: ``depth`` dense-connected swish layers with layer norm, then (μ, log σ²).
+
+    h₁ = LN(swish(W₁ x̃)), h_k = LN(swish(W_k [x̃, h₁, ..., h_{k-1}])) ... ; the heads read
+    [x̃, h₁, ..., h_depth] (RecVAE: ``h_k = ln(swish(fc_k(x + h₁ + ... + h_{k-1})))`` with equal
+    widths; concatenation is the same idea for any widths).
+    """
+
+    def __init__(self, in_features: int, hidden: int, depth: int, latent_dim: int, l2: float = 0.0):
+        super().__init__()
+        self.layers = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        width = in_features
+        for _ in range(depth):
+            self.layers.append(Dense(width, hidden, l2=l2))
+            self.norms.append(nn.LayerNorm(hidden, eps=0.1))   # RecVAE's eps
+            width += hidden
+        self.head = Dense(width, 2 * latent_dim, l2=l2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [x]
+        for layer, norm in zip(self.layers, self.norms):
+            parts.append(norm(F.silu(layer(torch.cat(parts, dim=1)))))
+        return self.head(torch.cat(parts, dim=1))
+
+
+class MultVAE(CatalogueScored):
+    """Mult-VAE over the rows of a user x item multi-hot matrix (see the module docstring).
+
+    Args:
+        seen: [U, V] bool, user u's training items (row 0 and column 0: the unknown ids, empty).
+            A persistent buffer: a saved model scores its users and folds in histories on its own.
+        hidden_sizes: encoder widths (paper: [600]); the decoder mirrors them.
+        latent_dim: dimension of z (paper: 200).
+        dropout: input dropout rate (paper: 0.5).
+        activation: hidden activation of the ``mlp`` encoder and of the decoder (paper: tanh).
+        beta_max, total_anneal_steps: the KL annealing schedule (paper: 0.2, 200,000).
+        noise_std: scale of ε in z = μ + noise_std · ε σ (paper: 1; RecBole uses 0.01).
+        l2: ``l2 ||W||²`` on every weight matrix, added to the loss.
+        encoder: ``mlp`` (the paper's) or ``recvae`` (RecVAE's dense/swish/layer-norm encoder, depth
+            ``len(hidden_sizes)`` at width ``hidden_sizes[0]``).
+        beta_per_item: > 0: per-user KL weight beta_per_item · |x_u| (RecVAE) instead of annealing.
+        catalogue, ks, exclude, per_user_metrics: the retrieval metrics (see CatalogueScored).
+
+    Data:
+        ``fit(model.training_data(), ...)`` trains on ``{"row": [B] user ids}`` (the users with at
+        least one training item); validation/evaluation batches are interaction rows ``{"user",
+        "item", "query_key"}``, scored by the factorised form.
+    """
+
+    def __init__(self, seen: torch.Tensor, hidden_sizes: Sequence[int] = (600,), latent_dim: int = 200,
+                 dropout: float = 0.5, activation: str = "tanh", beta_max: float = 0.2,
+                 total_anneal_steps: int = 200_000, noise_std: float = 1.0, l2: float = 0.0,
+                 encoder: EncoderKind = "mlp", beta_per_item: float = 0.0, catalogue: torch.Tensor | None = None,
+                 ks: Sequence[int] = (1, 5, 10, 50, 100), exclude: Exclusions | None = None,
+                 per_user_metrics: bool = False):
+        seen = torch.as_tensor(seen)
+        if seen.dim() != 2 or seen.dtype != torch.bool:
+            raise DataError(f"seen must be a [num_users, num_items] bool matrix; got {tuple(seen.shape)} {seen.dtype}")
+        num_users, num_items = seen.shape
+        super().__init__(num_items, catalogue, ks, exclude, per_user_metrics)
+        sizes = [int(h) for h in hidden_sizes]
+        if not sizes or min(sizes) < 1 or latent_dim < 1:
+            raise ConfigError(f"hidden_sizes must be one or more positive widths and latent_dim >= 1; got "
+                              f"{tuple(hidden_sizes)}, {latent_dim}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1); got {dropout}")
+        if beta_max < 0 or total_anneal_steps < 0 or noise_std < 0 or beta_per_item < 0:
+            raise ConfigError("beta_max, total_anneal_steps, noise_std and beta_per_item must be >= 0; got "
+                              f"{beta_max}, {total_anneal_steps}, {noise_std}, {beta_per_item}")
+        if encoder not in ("mlp", "recvae"):
+            raise ConfigError(f"encoder must be 'mlp' or 'recvae'; got {encoder!r}")
+        self.num_users = int(num_users)
+        self.latent_dim = int(latent_dim)
+        self.dropout = float(dropout)
+        self.beta_max, self.total_anneal_steps = float(beta_max), int(total_anneal_steps)
+        self.noise_std, self.beta_per_item = float(noise_std), float(beta_per_item)
+        self.register_buffer("seen", seen.clone())                               # [U, V] bool
+        self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))   # training batches so far
+
+        if encoder == "recvae":
+            self.encoder: nn.Module = RecVAEEncoder(num_items, sizes[0], len(sizes), latent_dim, l2)
+        else:
+            layers: list[nn.Module] = []
+            width = num_items
+            for size in sizes:
+                layers.append(Dense(width, size, activation=activation, l2=l2))
+                width = size
+            layers.append(Dense(width, 2 * latent_dim, l2=l2))
+            self.encoder = nn.Sequential(*layers)
+        widths = [latent_dim, *reversed(sizes)]
+        self.decoder_hidden = nn.Sequential(*[Dense(a, b, activation=activation, l2=l2)
+                                              for a, b in zip(widths, widths[1:])])
+        self.decoder_out = Dense(widths[-1], num_items, l2=l2)
+
+    # Data ----------------------------------------------------------------------------------
+    def training_data(self, interactions: Columns | None = None) -> Columns:
+        """``{"row": user ids with at least one training item}``: what ``fit`` trains on (``recstack
+        train`` passes its interaction rows; the model already holds them as ``seen``)."""
+        users = torch.nonzero(self.seen.any(dim=1)).reshape(-1)
+        if users.numel() == 0:
+            raise DataError("Mult-VAE has no user with a training item to train on.")
+        return Columns({"row": users.cpu()})
+
+    # Network -------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, V] multi-hot (any real weights) -> (μ, log σ²), each [B, latent_dim]; input dropout in
+        training mode only."""
+        h = F.normalize(x.float(), dim=1)    # x / ||x||₂ (an all-zero row stays zero)
+        h = F.dropout(h, self.dropout, training=self.training)
+        out = self.encoder(h)
+        return out[:, :self.latent_dim], out[:, self.latent_dim:]
+
+    def negative_elbo(self, x: torch.Tensor, beta: float | torch.Tensor, noise: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, mean NLL, mean KL) of a batch x [B, V] (see the module docstring).
+
+        ``beta``: a scalar or [B] per-row KL weights. ``noise``: ε [B, latent_dim] (default: drawn
+        in training mode, zero in eval mode).
+        """
+        x = x.float()
+        mu, logvar = self.encode(x)
+        if noise is None:
+            noise = torch.randn_like(mu) if self.training else torch.zeros_like(mu)
+        z = mu + self.noise_std * noise * torch.exp(0.5 * logvar)
+        logits = self.decoder_out(self.decoder_hidden(z))
+        nll = -(F.log_softmax(logits, dim=1) * x).sum(dim=1)                       # [B]
+        kl = 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(dim=1)           # [B]
+        return (nll + beta * kl).mean(), nll.mean(), kl.mean()
+
+    def beta(self, x: torch.Tensor) -> float | torch.Tensor:
+        """The KL weight of the next training batch: beta_per_item · |x_u| ([B]) or the annealed β."""
+        if self.beta_per_item > 0:
+            return self.beta_per_item * x.float().sum(dim=1)
+        if self.total_anneal_steps == 0:
+            return self.beta_max
+        return min(self.beta_max, float(self.anneal_step) / self.total_anneal_steps)
+
+    def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
+        if "row" in batch:
+            x = self.seen.index_select(0, batch["row"].long().to(self.seen.device))
+            loss, _, _ = self.negative_elbo(x, self.beta(x))
+            if training:
+                self.anneal_step += 1
+            return loss
+        if {"user", "item"} <= batch.keys():
+            return self.score_interactions(batch)
+        raise ConfigError(f"MultVAE batches need a 'row' column (training user rows: fit(model.training_data())) "
+                          f"or 'user' and 'item' columns (interaction rows to evaluate); got {sorted(batch)}.")
+
+    # Factorised form -----------------------------------------------------------------------
+    def fold_in(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, V] multi-hot histories -> [B, H + 1] queries ``[g(μ(x)), 1]`` (eval mode: no dropout,
+        z = μ), whose dot product with :meth:`item_embeddings` is the decoder's logit."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                mu, _ = self.encode(x.to(self.seen.device))
+                g = self.decoder_hidden(mu)
+        finally:
+            self.train(was_training)
+        return torch.cat([g, g.new_ones(g.shape[0], 1)], dim=1)
+
+    def fold_in_histories(self, histories: IdLists) -> torch.Tensor:
+        """:meth:`fold_in` of IdLists rows (item ids; unknown id 0 dropped)."""
+        rows, ids = histories.pairs()
+        x = multi_hot(torch.from_numpy(rows), torch.from_numpy(ids), histories.num_rows, self.num_items)
+        return self.fold_in(x)
+
+    def user_embeddings(self, users: torch.Tensor) -> torch.Tensor:
+        """[B] user ids -> [B, H + 1]: :meth:`fold_in` of each user's training row (ids outside
+        [0, num_users) read an empty row)."""
+        users = users.long().to(self.seen.device)
+        known = (users >= 0) & (users < self.num_users)
+        x = self.seen[users.clamp(0, self.num_users - 1)] & known[:, None]
+        return self.fold_in(x)
+
+    def item_embeddings(self, items: torch.Tensor) -> torch.Tensor:
+        """[B] item ids -> [B, H + 1]: the output layer's weights and bias ``[D_o[j], c_o[j]]``."""
+        items = items.long().to(self.decoder_out.weight.device)
+        return torch.cat([self.decoder_out.weight[items], self.decoder_out.bias[items, None]], dim=1)
