@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from recstack.cli.main import main
+from recstack.experiment.config_files import load_config
+from recstack.experiment.reporter import Reporter
+from recstack.experiment.run import train
 from recstack.experiment.saved_run import load_run
+from recstack.models.lightgcn import normalized_adjacency, propagate
 
 
 def test_multvae_kind_trains_reloads_and_folds_in(workdir, write_config, capsys):
@@ -43,3 +47,32 @@ def test_multvae_kind_trains_reloads_and_folds_in(workdir, write_config, capsys)
     scores[torch.as_tensor(ids)] = -float("inf")
     vocab = pre.items.get_vocabulary()
     assert items == [vocab[j] for j in torch.argsort(scores, descending=True, stable=True)[:3].tolist()]
+
+
+def test_lightgcn_kind_trains_and_the_saved_run_scores_without_its_graph(workdir, write_config, capsys):
+    run = workdir / "run"
+    path = write_config({"model": {"kind": "lightgcn", "embedding_dim": 8, "num_layers": 2},
+                         "optimizer": {"name": "adam", "learning_rate": 0.05},
+                         "training": {"epochs": 4, "batch_size": 64}, "split": {"method": "random"},
+                         "evaluation": {"protocols": ["exclude-seen"], "validation_protocol": "exclude-seen",
+                                        "ks": [1, 5, 10]}})
+    result = train(load_config(path), Reporter("quiet"), run_dir=run)
+    capsys.readouterr()
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = json.loads((run / "history.json").read_text())["history"]
+    assert history["loss"][-1] < history["loss"][0]
+    # model.pt holds the propagated embeddings of the ego weights saved with it (propagated here anew).
+    state = torch.load(run / "model.pt", weights_only=True)
+    num_users = result.model.num_users
+    adjacency = normalized_adjacency(result.prepared.train["user"], result.prepared.train["item"], num_users,
+                                     result.model.num_items)
+    final = propagate(torch.cat([state["user_embedding.weight"], state["item_embedding.weight"]]), adjacency, 2)
+    torch.testing.assert_close(state["user_final"], final[:num_users])
+    torch.testing.assert_close(state["item_final"], final[num_users:])
+    # The reloaded run (no graph) reproduces the test metrics and recommends.
+    assert main(["evaluate", str(run), "--format", "json"]) == 0
+    recomputed = json.loads(capsys.readouterr().out)["protocols"]["exclude-seen"]
+    assert recomputed == pytest.approx(metrics["protocols"]["exclude-seen"])
+    assert not load_run(run).model.has_graph
+    assert main(["recommend", str(run), "--user", "u2", "-k", "3", "--exclude-seen", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["items"]) == 3

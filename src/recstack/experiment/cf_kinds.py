@@ -28,6 +28,9 @@ from ..training.model import Model
 from .limits import MAX_WIDTH, WIDTH_WHY, MemoryEstimate, bound, width_problems
 from .model_kinds import ModelContext, _activation_problem, register_model_kind
 
+#: LightGCN propagation layers a config may ask for (the paper uses 1-4).
+MAX_LAYERS = 64
+
 
 @dataclass
 class MultVAEParams:
@@ -97,8 +100,58 @@ def multvae_history_query(model: Model, histories: IdLists) -> torch.Tensor:
     return model.fold_in_histories(histories)  # type: ignore[operator]
 
 
+@dataclass
+class LightGCNParams:
+    """LightGCN (He et al. 2020): ``embedding_dim`` ego embeddings ~ N(0, ``init_std``) propagated over
+    ``num_layers`` of the normalised user-item graph (the final embedding is the mean of the layers),
+    trained with BPR on one sampled negative per interaction and ``l2`` on the batch's ego embeddings."""
+
+    embedding_dim: int = 64
+    num_layers: int = 2
+    l2: float = 1e-4
+    init_std: float = 0.1
+
+
+def check_lightgcn(p: LightGCNParams) -> list[str]:
+    problems = [bound("model.embedding_dim", p.embedding_dim, 1, MAX_WIDTH, WIDTH_WHY),
+                bound("model.num_layers", p.num_layers, 0, MAX_LAYERS,
+                      "each layer is one sparse product with the whole graph; the paper uses 1-4")]
+    if p.l2 < 0:
+        problems.append(f"model.l2: must be >= 0, got {p.l2}")
+    if p.init_std <= 0:
+        problems.append(f"model.init_std: must be > 0, got {p.init_std}")
+    return [x for x in problems if x]
+
+
+def lightgcn_memory(ctx: ModelContext, p: LightGCNParams) -> MemoryEstimate:
+    """Float32 ego embeddings (with gradients and two Adam states), the propagated copies, one
+    [U + V, d] activation per layer, and the graph (two int64 indices and a float32 value per edge,
+    both directions) with the int64 pair keys."""
+    nodes = ctx.num_users + ctx.num_items
+    edges = ctx.train["item"].numel() if ctx.train is not None else 0
+    return MemoryEstimate(4 * nodes * p.embedding_dim * (4 + 2 + p.num_layers + 2) + 2 * 20 * edges + 8 * edges,
+                          f"{nodes:,} x {p.embedding_dim} float32 embeddings (weights, optimizer state, propagated "
+                          f"layers) and a graph of {2 * edges:,} edges")
+
+
+def build_lightgcn(ctx: ModelContext, p: LightGCNParams) -> Model:
+    from ..models.lightgcn import LightGCN
+
+    users = items = None
+    if ctx.train is not None:
+        known = (ctx.train["user"] > 0) & (ctx.train["item"] > 0)   # unknown ids (0) are not graph nodes' edges
+        users, items = ctx.train["user"][known], ctx.train["item"][known]
+    return LightGCN(ctx.num_users, ctx.num_items, users, items, embedding_dim=p.embedding_dim,
+                    num_layers=p.num_layers, l2=p.l2, init_std=p.init_std, catalogue=ctx.catalogue, ks=ctx.ks,
+                    exclude=ctx.exclude, per_user_metrics=ctx.validation_protocol == "exclude-seen")
+
+
 register_model_kind("multvae", build_multvae, MultVAEParams,
                     "Mult-VAE variational autoencoder over users' item rows (multinomial likelihood; RecVAE encoder "
                     "optional)", check=check_multvae, memory=multvae_memory, history_query=multvae_history_query)
 
-__all__ = ["MultVAEParams", "build_multvae", "multvae_history_query"]
+register_model_kind("lightgcn", build_lightgcn, LightGCNParams,
+                    "LightGCN: id embeddings propagated over the normalised user-item graph, BPR loss",
+                    check=check_lightgcn, memory=lightgcn_memory)
+
+__all__ = ["LightGCNParams", "MultVAEParams", "build_lightgcn", "build_multvae", "multvae_history_query"]

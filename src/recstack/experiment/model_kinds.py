@@ -164,7 +164,7 @@ class ModelKind:
 #: module never imports them back).
 MODEL_KINDS: Registry[ModelKind] = Registry("model kind", lazy={
     **{name: "recstack.experiment.sequential_kinds" for name in ("sasrec", "gru4rec", "transitions")},
-    **{name: "recstack.experiment.cf_kinds" for name in ("multvae",)}})
+    **{name: "recstack.experiment.cf_kinds" for name in ("multvae", "lightgcn")}})
 
 
 def register_model_kind(name: str, builder: Builder, params: type | None = None, description: str = "",
