@@ -147,3 +147,57 @@ def test_training_rows_are_the_users_with_items_and_bad_settings_are_refused():
     with pytest.raises(ConfigError) as info:
         parse_config(raw, "cfg.yaml")
     assert "model.dropout: must be in [0, 1)" in str(info.value) and "model.hidden_sizes" in str(info.value)
+
+
+def test_composite_prior_kl_is_log_q_minus_the_mixture_by_hand():
+    model = tiny(prior="composite")
+    x = ROWS[1:].astype(np.float64)
+    with torch.no_grad():   # make the prior's encoder differ from the encoder
+        for p in model.prior_encoder.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    noise = np.random.default_rng(2).normal(size=(4, 3))
+    model.train()
+    loss, nll, kl = model.negative_elbo(torch.from_numpy(x).float(), 0.4, torch.from_numpy(noise).float())
+
+    def encode(layers):
+        (w1, b1), (we, be) = [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy()) for m in layers]
+        out = np.tanh((x / np.linalg.norm(x, axis=1, keepdims=True)) @ w1.T + b1) @ we.T + be
+        return out[:, :3], out[:, 3:]
+
+    def log_n(z, mu, logvar):
+        return -0.5 * (logvar + np.log(2 * np.pi) + (z - mu) ** 2 / np.exp(logvar))
+
+    mu, logvar = encode(list(model.encoder))
+    old_mu, old_logvar = encode(list(model.prior_encoder))
+    z = mu + noise * np.exp(0.5 * logvar)
+    mixture = np.log(0.15 * np.exp(log_n(z, 0, 0)) + 0.75 * np.exp(log_n(z, old_mu, old_logvar))
+                     + 0.10 * np.exp(log_n(z, 0, 10.0)))
+    expected_kl = (log_n(z, mu, logvar) - mixture).sum(1).mean()
+    assert kl.item() == pytest.approx(expected_kl, rel=1e-4)
+    assert loss.item() == pytest.approx((nll + 0.4 * kl).item(), rel=1e-6)
+
+
+def test_alternating_updates_touch_one_side_per_phase_and_refresh_the_prior():
+    model = tiny(prior="composite", encoder_steps=2, decoder_steps=1, dropout=0.5)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    batch = {"row": torch.tensor([1, 2, 3, 4])}
+
+    def snapshot(module):
+        return [p.detach().clone() for p in module.parameters()]
+
+    def changed(before, module):
+        return any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+    phases = []
+    for step in range(6):
+        enc, dec = snapshot(model.encoder), snapshot(model.decoder_out)
+        optimizer.zero_grad(set_to_none=True)
+        model.train()
+        model.compute_loss(batch, training=True).backward()
+        if step % 3 == 0:   # a cycle starts: the prior's encoder is the encoder as it was
+            assert not changed(enc, model.prior_encoder)
+        optimizer.step()
+        phases.append(("enc" if changed(enc, model.encoder) else "") + ("dec" if changed(dec, model.decoder_out) else ""))
+    assert phases == ["enc", "enc", "dec", "enc", "enc", "dec"]
+    assert [model.phase(s) for s in range(4)] == ["encoder", "encoder", "decoder", "encoder"]
+    assert tiny().phase(5) == "joint"

@@ -39,7 +39,9 @@ class MultVAEParams:
     ``dropout`` on the L2-normalised multi-hot row, KL weight annealed linearly to ``beta_max`` over
     ``total_anneal_steps`` batches, ``noise_std`` scaling the reparameterisation noise, ``l2`` on the
     weight matrices. ``encoder: recvae`` uses RecVAE's dense swish/layer-norm encoder;
-    ``beta_per_item`` > 0 weights each user's KL by beta_per_item x the user's row size (RecVAE)."""
+    ``beta_per_item`` > 0 weights each user's KL by beta_per_item x the user's row size (RecVAE);
+    ``prior: composite`` is RecVAE's composite prior; ``encoder_steps`` > 0 alternates RecVAE-style
+    encoder-only and decoder-only updates in cycles of encoder_steps + decoder_steps batches."""
 
     hidden_sizes: list[int] = field(default_factory=lambda: [600])
     latent_dim: int = 200
@@ -51,6 +53,9 @@ class MultVAEParams:
     l2: float = 0.0
     encoder: Literal["mlp", "recvae"] = "mlp"
     beta_per_item: float = 0.0
+    prior: Literal["standard", "composite"] = "standard"
+    encoder_steps: int = 0
+    decoder_steps: int = 1
 
 
 def check_multvae(p: MultVAEParams) -> list[str]:
@@ -60,7 +65,9 @@ def check_multvae(p: MultVAEParams) -> list[str]:
         problems.append("model.hidden_sizes: list at least one encoder width, e.g. [600]")
     if not 0 <= p.dropout < 1:
         problems.append(f"model.dropout: must be in [0, 1), got {p.dropout}")
-    for key in ("beta_max", "total_anneal_steps", "noise_std", "l2", "beta_per_item"):
+    if p.decoder_steps < 1:
+        problems.append(f"model.decoder_steps: must be >= 1, got {p.decoder_steps}")
+    for key in ("beta_max", "total_anneal_steps", "noise_std", "l2", "beta_per_item", "encoder_steps"):
         if getattr(p, key) < 0:
             problems.append(f"model.{key}: must be >= 0, got {getattr(p, key)}")
     return [x for x in problems if x] + width_problems("model.hidden_sizes", p.hidden_sizes)
@@ -89,6 +96,7 @@ def build_multvae(ctx: ModelContext, p: MultVAEParams) -> Model:
         return MultVAE(seen, hidden_sizes=p.hidden_sizes, latent_dim=p.latent_dim, dropout=p.dropout,
                        activation=p.activation, beta_max=p.beta_max, total_anneal_steps=p.total_anneal_steps,
                        noise_std=p.noise_std, l2=p.l2, encoder=p.encoder, beta_per_item=p.beta_per_item,
+                       prior=p.prior, encoder_steps=p.encoder_steps, decoder_steps=p.decoder_steps,
                        catalogue=ctx.catalogue, ks=ctx.ks, exclude=ctx.exclude,
                        per_user_metrics=ctx.validation_protocol == "exclude-seen")
     except ValueError as exc:  # an unknown activation name

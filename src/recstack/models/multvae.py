@@ -31,11 +31,25 @@ Recommendations with Implicit Feedback"), off by default: ``encoder: recvae`` re
 with RecVAE's (dense connections - each layer reads the concatenation of the input and every
 earlier layer's output - with swish activations and layer normalisation), and ``beta_per_item``
 > 0 scales each user's KL weight by the size of the row (β_u = beta_per_item · |x_u|, RecVAE's
-γ·|x_u|) instead of the annealed β.
+γ·|x_u|) instead of the annealed β. ``prior: composite`` replaces N(0, I) in the KL term by RecVAE's
+composite prior, per latent dimension the mixture
+
+    p(z | x) = 0.15 N(z; 0, 1) + 0.75 N(z; μ_old(x), σ²_old(x)) + 0.10 N(z; 0, e^10)
+
+with (μ_old, σ²_old) the posterior of a frozen copy of the encoder (``prior_encoder``, no dropout),
+refreshed from the encoder at the start of every update cycle; the KL term is then the one-sample
+estimate Σ_k [log q(z_k | x) - log p(z_k | x)] at the sampled z. ``encoder_steps`` > 0 alternates
+updates as RecVAE does: cycles of ``encoder_steps`` batches updating only the encoder, then
+``decoder_steps`` batches updating only the decoder, without input dropout (the KL term does not
+depend on the decoder). The parameters that a phase does not update get no gradient, so the
+optimiser (Adam, Adagrad, SGD all skip parameters without a gradient) leaves them and their state
+alone. RecVAE cycles per epoch; here a cycle is counted in batches.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -50,9 +64,20 @@ from ..core.id_lists import IdLists
 from ..layers.dense import Dense
 from .catalogue_scoring import CatalogueScored
 
-__all__ = ["MultVAE", "RecVAEEncoder", "multi_hot"]
+__all__ = ["MultVAE", "RecVAEEncoder", "log_normal", "multi_hot"]
 
 EncoderKind = Literal["mlp", "recvae"]
+PriorKind = Literal["standard", "composite"]
+
+#: RecVAE's composite prior: weights of N(0, 1), the old posterior and the wide N(0, e^10).
+COMPOSITE_WEIGHTS = (0.15, 0.75, 0.10)
+WIDE_LOGVAR = 10.0
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor | float, logvar: torch.Tensor | float) -> torch.Tensor:
+    """Elementwise log N(z; mu, exp(logvar))."""
+    logvar = torch.as_tensor(logvar, dtype=z.dtype, device=z.device)
+    return -0.5 * (logvar + math.log(2 * math.pi) + (z - mu).pow(2) / logvar.exp())
 
 
 def multi_hot(rows: torch.Tensor, items: torch.Tensor, num_rows: int, num_items: int) -> torch.Tensor:
@@ -107,6 +132,9 @@ class MultVAE(CatalogueScored):
         encoder: ``mlp`` (the paper's) or ``recvae`` (RecVAE's dense/swish/layer-norm encoder, depth
             ``len(hidden_sizes)`` at width ``hidden_sizes[0]``).
         beta_per_item: > 0: per-user KL weight beta_per_item · |x_u| (RecVAE) instead of annealing.
+        prior: ``standard`` N(0, I) (the paper's, KL in closed form) or ``composite`` (RecVAE's).
+        encoder_steps, decoder_steps: > 0: alternate encoder-only and decoder-only updates in cycles
+            of that many training batches (RecVAE); 0: every batch updates everything.
         catalogue, ks, exclude, per_user_metrics: the retrieval metrics (see CatalogueScored).
 
     Data:
@@ -118,7 +146,8 @@ class MultVAE(CatalogueScored):
     def __init__(self, seen: torch.Tensor, hidden_sizes: Sequence[int] = (600,), latent_dim: int = 200,
                  dropout: float = 0.5, activation: str = "tanh", beta_max: float = 0.2,
                  total_anneal_steps: int = 200_000, noise_std: float = 1.0, l2: float = 0.0,
-                 encoder: EncoderKind = "mlp", beta_per_item: float = 0.0, catalogue: torch.Tensor | None = None,
+                 encoder: EncoderKind = "mlp", beta_per_item: float = 0.0, prior: PriorKind = "standard",
+                 encoder_steps: int = 0, decoder_steps: int = 1, catalogue: torch.Tensor | None = None,
                  ks: Sequence[int] = (1, 5, 10, 50, 100), exclude: Exclusions | None = None,
                  per_user_metrics: bool = False):
         seen = torch.as_tensor(seen)
@@ -137,6 +166,12 @@ class MultVAE(CatalogueScored):
                               f"{beta_max}, {total_anneal_steps}, {noise_std}, {beta_per_item}")
         if encoder not in ("mlp", "recvae"):
             raise ConfigError(f"encoder must be 'mlp' or 'recvae'; got {encoder!r}")
+        if prior not in ("standard", "composite"):
+            raise ConfigError(f"prior must be 'standard' or 'composite'; got {prior!r}")
+        if encoder_steps < 0 or decoder_steps < 1:
+            raise ConfigError(f"encoder_steps must be >= 0 and decoder_steps >= 1; got {encoder_steps}, {decoder_steps}")
+        self.prior = prior
+        self.encoder_steps, self.decoder_steps = int(encoder_steps), int(decoder_steps)
         self.num_users = int(num_users)
         self.latent_dim = int(latent_dim)
         self.dropout = float(dropout)
@@ -155,6 +190,11 @@ class MultVAE(CatalogueScored):
                 width = size
             layers.append(Dense(width, 2 * latent_dim, l2=l2))
             self.encoder = nn.Sequential(*layers)
+        if prior == "composite":
+            # The frozen encoder of the prior: weights, not trained (no gradient, skipped by make_optimizer).
+            self.prior_encoder: nn.Module | None = copy.deepcopy(self.encoder).requires_grad_(False)
+        else:
+            self.prior_encoder = None
         widths = [latent_dim, *reversed(sizes)]
         self.decoder_hidden = nn.Sequential(*[Dense(a, b, activation=activation, l2=l2)
                                               for a, b in zip(widths, widths[1:])])
@@ -178,22 +218,58 @@ class MultVAE(CatalogueScored):
         out = self.encoder(h)
         return out[:, :self.latent_dim], out[:, self.latent_dim:]
 
-    def negative_elbo(self, x: torch.Tensor, beta: float | torch.Tensor, noise: torch.Tensor | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def negative_elbo(self, x: torch.Tensor, beta: float | torch.Tensor, noise: torch.Tensor | None = None,
+                      dropout: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, mean NLL, mean KL) of a batch x [B, V] (see the module docstring).
 
         ``beta``: a scalar or [B] per-row KL weights. ``noise``: ε [B, latent_dim] (default: drawn
-        in training mode, zero in eval mode).
+        in training mode, zero in eval mode). ``dropout`` False: no input dropout (decoder phase).
         """
         x = x.float()
-        mu, logvar = self.encode(x)
+        if dropout:
+            mu, logvar = self.encode(x)
+        else:
+            out = self.encoder(F.normalize(x, dim=1))
+            mu, logvar = out[:, :self.latent_dim], out[:, self.latent_dim:]
         if noise is None:
             noise = torch.randn_like(mu) if self.training else torch.zeros_like(mu)
         z = mu + self.noise_std * noise * torch.exp(0.5 * logvar)
         logits = self.decoder_out(self.decoder_hidden(z))
         nll = -(F.log_softmax(logits, dim=1) * x).sum(dim=1)                       # [B]
-        kl = 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(dim=1)           # [B]
+        if self.prior_encoder is None:
+            kl = 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(dim=1)       # [B], closed form
+        else:
+            kl = (log_normal(z, mu, logvar) - self.log_prior(x, z)).sum(dim=1)   # [B], one-sample estimate
         return (nll + beta * kl).mean(), nll.mean(), kl.mean()
+
+    def log_prior(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """[B, latent_dim] log p(z_k | x) of the composite prior (module docstring)."""
+        assert self.prior_encoder is not None
+        with torch.no_grad():
+            old = self.prior_encoder(F.normalize(x.float(), dim=1))
+        old_mu, old_logvar = old[:, :self.latent_dim], old[:, self.latent_dim:]
+        parts = torch.stack([log_normal(z, 0.0, 0.0), log_normal(z, old_mu, old_logvar),
+                             log_normal(z, 0.0, WIDE_LOGVAR)], dim=-1)
+        return torch.logsumexp(parts + torch.log(torch.tensor(COMPOSITE_WEIGHTS, dtype=z.dtype, device=z.device)),
+                               dim=-1)
+
+    def phase(self, step: int) -> str:
+        """"joint", "encoder" or "decoder": what training batch ``step`` (0-based) updates."""
+        if self.encoder_steps == 0:
+            return "joint"
+        return "encoder" if step % (self.encoder_steps + self.decoder_steps) < self.encoder_steps else "decoder"
+
+    def _start_step(self, step: int) -> str:
+        """Set which parameters get gradients for training batch ``step`` and refresh the prior's
+        encoder at the start of each cycle; returns the phase."""
+        cycle = self.encoder_steps + self.decoder_steps if self.encoder_steps else 1
+        if self.prior_encoder is not None and step % cycle == 0:
+            self.prior_encoder.load_state_dict(self.encoder.state_dict())
+        phase = self.phase(step)
+        self.encoder.requires_grad_(phase != "decoder")
+        for module in (self.decoder_hidden, self.decoder_out):
+            module.requires_grad_(phase != "encoder")
+        return phase
 
     def beta(self, x: torch.Tensor) -> float | torch.Tensor:
         """The KL weight of the next training batch: beta_per_item · |x_u| ([B]) or the annealed β."""
@@ -206,9 +282,11 @@ class MultVAE(CatalogueScored):
     def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
         if "row" in batch:
             x = self.seen.index_select(0, batch["row"].long().to(self.seen.device))
-            loss, _, _ = self.negative_elbo(x, self.beta(x))
-            if training:
-                self.anneal_step += 1
+            if not training:
+                return self.negative_elbo(x, self.beta(x))[0]
+            phase = self._start_step(int(self.anneal_step))
+            loss, _, _ = self.negative_elbo(x, self.beta(x), dropout=phase != "decoder")
+            self.anneal_step += 1
             return loss
         if {"user", "item"} <= batch.keys():
             return self.score_interactions(batch)
