@@ -76,3 +76,14 @@ def test_lightgcn_kind_trains_and_the_saved_run_scores_without_its_graph(workdir
     assert not load_run(run).model.has_graph
     assert main(["recommend", str(run), "--user", "u2", "-k", "3", "--exclude-seen", "--format", "json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["items"]) == 3
+
+
+@pytest.mark.parametrize("name", ["multvae", "lightgcn"])
+def test_the_shipped_configs_train_on_movielens_format_files(name, synthetic_ml100k, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))
+    run = tmp_path / "run"
+    assert main(["train", name, "--run-dir", str(run), "--progress", "quiet", "--set", "training.epochs=2",
+                 "--set", "output.plots=false"]) == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["protocols"]) == {"all-items", "exclude-seen"}
+    assert 0 < metrics["protocols"]["exclude-seen"]["factorized_top_k/recall_at_10"] <= 1

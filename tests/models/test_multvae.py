@@ -197,7 +197,8 @@ def test_alternating_updates_touch_one_side_per_phase_and_refresh_the_prior():
         if step % 3 == 0:   # a cycle starts: the prior's encoder is the encoder as it was
             assert not changed(enc, model.prior_encoder)
         optimizer.step()
-        phases.append(("enc" if changed(enc, model.encoder) else "") + ("dec" if changed(dec, model.decoder_out) else ""))
+        phases.append(("enc" if changed(enc, model.encoder) else "")
+                      + ("dec" if changed(dec, model.decoder_out) else ""))
     assert phases == ["enc", "enc", "dec", "enc", "enc", "dec"]
     assert [model.phase(s) for s in range(4)] == ["encoder", "encoder", "decoder", "encoder"]
     assert tiny().phase(5) == "joint"

@@ -169,7 +169,8 @@ class MultVAE(CatalogueScored):
         if prior not in ("standard", "composite"):
             raise ConfigError(f"prior must be 'standard' or 'composite'; got {prior!r}")
         if encoder_steps < 0 or decoder_steps < 1:
-            raise ConfigError(f"encoder_steps must be >= 0 and decoder_steps >= 1; got {encoder_steps}, {decoder_steps}")
+            raise ConfigError(f"encoder_steps must be >= 0 and decoder_steps >= 1; got {encoder_steps}, "
+                              f"{decoder_steps}")
         self.prior = prior
         self.encoder_steps, self.decoder_steps = int(encoder_steps), int(decoder_steps)
         self.num_users = int(num_users)
