@@ -117,23 +117,35 @@ def test_multi_hot_drops_unknown_ids_and_repeats():
 
 
 def test_recvae_encoder_by_hand():
-    model = tiny(encoder="recvae", hidden_sizes=(4, 4))
+    model = tiny(encoder="recvae", hidden_sizes=(4, 4, 4))
     enc = model.encoder
     x = ROWS[1:].astype(np.float64)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    parts = [xn]
-    for layer in enc.layers:
-        w, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
-        a = np.concatenate(parts, 1) @ w.T + b
-        a = a / (1 + np.exp(-a))                                    # swish
-        a = (a - a.mean(1, keepdims=True)) / np.sqrt(a.var(1, keepdims=True) + 0.1)   # layer norm, eps 0.1
-        parts.append(a)
+
+    def layer(k, a):
+        w, b = enc.layers[k].weight.detach().double().numpy(), enc.layers[k].bias.detach().double().numpy()
+        return a @ w.T + b
+
+    def swish_ln(a):
+        a = a / (1 + np.exp(-a))
+        return (a - a.mean(1, keepdims=True)) / np.sqrt(a.var(1, keepdims=True) + 0.1)   # layer norm, eps 0.1
+
+    h1 = swish_ln(layer(0, xn))
+    h2 = swish_ln(layer(1, h1) + h1)
+    h3 = swish_ln(layer(2, h2) + h1 + h2)                     # RecVAE: fc3(h2) + h1 + h2
     w, b = enc.head.weight.detach().double().numpy(), enc.head.bias.detach().double().numpy()
-    out = np.concatenate(parts, 1) @ w.T + b
+    out = h3 @ w.T + b
     model.eval()
     mu, logvar = model.encode(torch.from_numpy(x))
     np.testing.assert_allclose(mu.detach().double().numpy(), out[:, :3], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(logvar.detach().double().numpy(), out[:, 3:], rtol=1e-4, atol=1e-5)
+
+
+def test_linear_decoder_option():
+    model = tiny(decoder_sizes=())
+    assert len(model.decoder_hidden) == 0 and model.decoder_out.in_features == 3
+    z_dim = model.user_embeddings(torch.tensor([1])).shape[1]
+    assert z_dim == 3 + 1                                      # [μ, 1]: the logits are linear in μ
 
 
 def test_training_rows_are_the_users_with_items_and_bad_settings_are_refused():

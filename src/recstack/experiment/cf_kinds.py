@@ -38,7 +38,8 @@ class MultVAEParams:
     ``latent_dim`` (mean and log-variance), decoder mirrored, ``activation`` between layers, input
     ``dropout`` on the L2-normalised multi-hot row, KL weight annealed linearly to ``beta_max`` over
     ``total_anneal_steps`` batches, ``noise_std`` scaling the reparameterisation noise, ``l2`` on the
-    weight matrices. ``encoder: recvae`` uses RecVAE's dense swish/layer-norm encoder;
+    weight matrices. ``encoder: recvae`` uses RecVAE's dense swish/layer-norm encoder; ``decoder_sizes``
+    the decoder's hidden widths (null: hidden_sizes reversed; []: one linear layer, RecVAE's);
     ``beta_per_item`` > 0 weights each user's KL by beta_per_item x the user's row size (RecVAE);
     ``prior: composite`` is RecVAE's composite prior; ``encoder_steps`` > 0 alternates RecVAE-style
     encoder-only and decoder-only updates in cycles of encoder_steps + decoder_steps batches."""
@@ -52,6 +53,7 @@ class MultVAEParams:
     noise_std: float = 1.0
     l2: float = 0.0
     encoder: Literal["mlp", "recvae"] = "mlp"
+    decoder_sizes: list[int] | None = None
     beta_per_item: float = 0.0
     prior: Literal["standard", "composite"] = "standard"
     encoder_steps: int = 0
@@ -70,7 +72,8 @@ def check_multvae(p: MultVAEParams) -> list[str]:
     for key in ("beta_max", "total_anneal_steps", "noise_std", "l2", "beta_per_item", "encoder_steps"):
         if getattr(p, key) < 0:
             problems.append(f"model.{key}: must be >= 0, got {getattr(p, key)}")
-    return [x for x in problems if x] + width_problems("model.hidden_sizes", p.hidden_sizes)
+    return [x for x in problems if x] + width_problems("model.hidden_sizes", p.hidden_sizes) + \
+        width_problems("model.decoder_sizes", p.decoder_sizes or [])
 
 
 def multvae_memory(ctx: ModelContext, p: MultVAEParams) -> MemoryEstimate:
@@ -78,8 +81,10 @@ def multvae_memory(ctx: ModelContext, p: MultVAEParams) -> MemoryEstimate:
     layers) with gradients and two Adam states."""
     u, i = ctx.num_users, ctx.num_items
     h = p.hidden_sizes
-    params = i * (h[0] + (len(h) * h[0] if p.encoder == "recvae" else 0)) + h[-1] * i + \
-        sum(a * b for a, b in zip(h, h[1:])) * 2 + 3 * p.latent_dim * max(h) * len(h)
+    d = list(reversed(h)) if p.decoder_sizes is None else p.decoder_sizes
+    inner = [*h, 2 * p.latent_dim, p.latent_dim, *d]
+    params = i * h[0] + (d[-1] if d else p.latent_dim) * i + sum(a * b for a, b in zip(inner, inner[1:])) + \
+        (len(h) * h[0] * h[0] if p.encoder == "recvae" else 0)
     return MemoryEstimate(u * i + 16 * params,
                           f"a {u:,} x {i:,} bool user-item matrix and {params:,} float32 weights with gradients and "
                           "optimizer state")
@@ -95,7 +100,7 @@ def build_multvae(ctx: ModelContext, p: MultVAEParams) -> Model:
     try:
         return MultVAE(seen, hidden_sizes=p.hidden_sizes, latent_dim=p.latent_dim, dropout=p.dropout,
                        activation=p.activation, beta_max=p.beta_max, total_anneal_steps=p.total_anneal_steps,
-                       noise_std=p.noise_std, l2=p.l2, encoder=p.encoder, beta_per_item=p.beta_per_item,
+                       noise_std=p.noise_std, l2=p.l2, encoder=p.encoder, decoder_sizes=p.decoder_sizes, beta_per_item=p.beta_per_item,
                        prior=p.prior, encoder_steps=p.encoder_steps, decoder_steps=p.decoder_steps,
                        catalogue=ctx.catalogue, ks=ctx.ks, exclude=ctx.exclude,
                        per_user_metrics=ctx.validation_protocol == "exclude-seen")

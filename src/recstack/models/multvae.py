@@ -28,8 +28,8 @@ any multi-hot history (a new user, or a user's history with later items): no ret
 
 Options from RecVAE (Shenbin et al. 2020, "RecVAE: a New Variational Autoencoder for Top-N
 Recommendations with Implicit Feedback"), off by default: ``encoder: recvae`` replaces the encoder
-with RecVAE's (dense connections - each layer reads the concatenation of the input and every
-earlier layer's output - with swish activations and layer normalisation), and ``beta_per_item``
+with RecVAE's (swish activations, layer normalisation, each layer's input summed with every earlier
+layer's output), ``decoder_sizes: []`` makes the decoder one linear layer (RecVAE's), ``beta_per_item``
 > 0 scales each user's KL weight by the size of the row (β_u = beta_per_item · |x_u|, RecVAE's
 γ·|x_u|) instead of the annealed β. ``prior: composite`` replaces N(0, I) in the KL term by RecVAE's
 composite prior, per latent dimension the mixture
@@ -91,29 +91,25 @@ def multi_hot(rows: torch.Tensor, items: torch.Tensor, num_rows: int, num_items:
 
 
 class RecVAEEncoder(nn.Module):
-    """RecVAE's encoder: ``depth`` dense-connected swish layers with layer norm, then (μ, log σ²).
+    """RecVAE's encoder: ``depth`` swish layers of one width with layer normalisation and dense
+    (summed) connections, then the (μ, log σ²) heads on the last layer:
 
-    h₁ = LN(swish(W₁ x̃)), h_k = LN(swish(W_k [x̃, h₁, ..., h_{k-1}])) ... ; the heads read
-    [x̃, h₁, ..., h_depth] (RecVAE: ``h_k = ln(swish(fc_k(x + h₁ + ... + h_{k-1})))`` with equal
-    widths; concatenation is the same idea for any widths).
+        h₁ = LN(swish(W₁ x̃)),   h_k = LN(swish(W_k h_{k-1} + h₁ + ... + h_{k-1}))   (k = 2 .. depth)
     """
 
     def __init__(self, in_features: int, hidden: int, depth: int, latent_dim: int, l2: float = 0.0):
         super().__init__()
-        self.layers = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        width = in_features
-        for _ in range(depth):
-            self.layers.append(Dense(width, hidden, l2=l2))
-            self.norms.append(nn.LayerNorm(hidden, eps=0.1))   # RecVAE's eps
-            width += hidden
-        self.head = Dense(width, 2 * latent_dim, l2=l2)
+        self.layers = nn.ModuleList([Dense(in_features if k == 0 else hidden, hidden, l2=l2) for k in range(depth)])
+        self.norms = nn.ModuleList([nn.LayerNorm(hidden, eps=0.1) for _ in range(depth)])   # RecVAE's eps
+        self.head = Dense(hidden, 2 * latent_dim, l2=l2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = [x]
-        for layer, norm in zip(self.layers, self.norms):
-            parts.append(norm(F.silu(layer(torch.cat(parts, dim=1)))))
-        return self.head(torch.cat(parts, dim=1))
+        h = self.norms[0](F.silu(self.layers[0](x)))
+        total = h
+        for layer, norm in zip(self.layers[1:], self.norms[1:]):
+            h = norm(F.silu(layer(h) + total))
+            total = total + h
+        return self.head(h)
 
 
 class MultVAE(CatalogueScored):
@@ -122,7 +118,9 @@ class MultVAE(CatalogueScored):
     Args:
         seen: [U, V] bool, user u's training items (row 0 and column 0: the unknown ids, empty).
             A persistent buffer: a saved model scores its users and folds in histories on its own.
-        hidden_sizes: encoder widths (paper: [600]); the decoder mirrors them.
+        hidden_sizes: encoder widths (paper: [600]).
+        decoder_sizes: the decoder's hidden widths (None: hidden_sizes reversed, the paper's; []: one
+            linear layer from z, RecVAE's).
         latent_dim: dimension of z (paper: 200).
         dropout: input dropout rate (paper: 0.5).
         activation: hidden activation of the ``mlp`` encoder and of the decoder (paper: tanh).
@@ -130,7 +128,7 @@ class MultVAE(CatalogueScored):
         noise_std: scale of ε in z = μ + noise_std · ε σ (paper: 1; RecBole uses 0.01).
         l2: ``l2 ||W||²`` on every weight matrix, added to the loss.
         encoder: ``mlp`` (the paper's) or ``recvae`` (RecVAE's dense/swish/layer-norm encoder, depth
-            ``len(hidden_sizes)`` at width ``hidden_sizes[0]``).
+            ``len(hidden_sizes)`` at width ``hidden_sizes[0]``; RecVAE: [600] x 5).
         beta_per_item: > 0: per-user KL weight beta_per_item · |x_u| (RecVAE) instead of annealing.
         prior: ``standard`` N(0, I) (the paper's, KL in closed form) or ``composite`` (RecVAE's).
         encoder_steps, decoder_steps: > 0: alternate encoder-only and decoder-only updates in cycles
@@ -146,7 +144,8 @@ class MultVAE(CatalogueScored):
     def __init__(self, seen: torch.Tensor, hidden_sizes: Sequence[int] = (600,), latent_dim: int = 200,
                  dropout: float = 0.5, activation: str = "tanh", beta_max: float = 0.2,
                  total_anneal_steps: int = 200_000, noise_std: float = 1.0, l2: float = 0.0,
-                 encoder: EncoderKind = "mlp", beta_per_item: float = 0.0, prior: PriorKind = "standard",
+                 encoder: EncoderKind = "mlp", decoder_sizes: Sequence[int] | None = None,
+                 beta_per_item: float = 0.0, prior: PriorKind = "standard",
                  encoder_steps: int = 0, decoder_steps: int = 1, catalogue: torch.Tensor | None = None,
                  ks: Sequence[int] = (1, 5, 10, 50, 100), exclude: Exclusions | None = None,
                  per_user_metrics: bool = False):
@@ -196,7 +195,9 @@ class MultVAE(CatalogueScored):
             self.prior_encoder: nn.Module | None = copy.deepcopy(self.encoder).requires_grad_(False)
         else:
             self.prior_encoder = None
-        widths = [latent_dim, *reversed(sizes)]
+        widths = [latent_dim, *(reversed(sizes) if decoder_sizes is None else [int(d) for d in decoder_sizes])]
+        if min(widths) < 1:
+            raise ConfigError(f"decoder_sizes must be positive widths; got {list(decoder_sizes or [])}")
         self.decoder_hidden = nn.Sequential(*[Dense(a, b, activation=activation, l2=l2)
                                               for a, b in zip(widths, widths[1:])])
         self.decoder_out = Dense(widths[-1], num_items, l2=l2)
