@@ -87,3 +87,20 @@ def test_the_shipped_configs_train_on_movielens_format_files(name, synthetic_ml1
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["protocols"]) == {"all-items", "exclude-seen"}
     assert 0 < metrics["protocols"]["exclude-seen"]["factorized_top_k/recall_at_10"] <= 1
+
+
+def test_multvae_is_evaluated_from_histories_on_the_next_item_protocol(workdir, write_config, capsys):
+    """Leave-last-out: the held-out item is ranked after the fold-in of the user's earlier items."""
+    run = workdir / "run"
+    path = write_config({"model": {"kind": "multvae", "hidden_sizes": [16], "latent_dim": 4},
+                         "optimizer": {"name": "adam", "learning_rate": 0.01},
+                         "training": {"epochs": 3, "batch_size": 16}, "split": {"method": "leave-one-out"},
+                         "evaluation": {"protocols": ["next-item"], "ks": [1, 5, 10]}})
+    assert main(["train", str(path), "--run-dir", str(run), "--progress", "quiet"]) == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())["protocols"]
+    assert metrics["next-item"]["rows"] == 40 and 0 <= metrics["next-item"]["hr_at_10"] <= 1
+    # The reloaded model (its rows come from model.pt): a user's fold-in is its user embedding.
+    loaded = load_run(run)
+    model = loaded.model
+    users = torch.arange(1, model.num_users)
+    torch.testing.assert_close(model.fold_in(model.seen[users]), model.user_embeddings(users))
