@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="The history (a sequential run's stored one, or --history) is left out of the results "
                        "unless --keep-history is given. --history takes raw item ids, oldest first; ids not in "
                        "the run's catalogue are dropped with a note naming them. It needs a kind that reads "
-                       "histories (sasrec, gru4rec, transitions, ease, popularity).\n\nexamples:\n"
+                       "histories (sasrec, gru4rec, transitions, ease, popularity, multvae).\n\nexamples:\n"
                        "  recstack recommend runs/sasrec-20250101-120000 --user 42\n"
                        "  recstack recommend runs/sasrec-20250101-120000 --history 50,172,133 -k 5")
     p.add_argument("run_dir", metavar="RUN_DIR")

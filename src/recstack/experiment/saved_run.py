@@ -144,7 +144,8 @@ def recommend(loaded: LoadedRun, user: str | None = None, k: int = 10, exclude_s
     if history is not None:
         if not scorer.reads_histories:
             raise UsageError(f"model kind {kind.name!r} scores users, not histories: recommend --history needs a "
-                             "kind that reads them (sasrec, gru4rec, transitions, ease, popularity); use --user.")
+                             "kind that reads them (sasrec, gru4rec, transitions, ease, popularity, multvae); "
+                             "use --user.")
         raw = [str(x) for x in history]
         ids = pre.items(raw)
         unknown = [r for r, i in zip(raw, ids.tolist()) if i == 0]
