@@ -23,6 +23,7 @@ from ..core.columns import Columns
 from ..core.errors import ConfigError, DataError
 from ..core.id_lists import IdLists
 from ..datasets.sequences import Histories, build_histories, targets_after, training_sequences
+from ..layers.item_side_features import ItemSideFeatures
 from ..layers.sequence import GRU4RecEncoder, SASRecEncoder, SequenceEncoder
 from ..models.sequential import SequentialRetrieval
 from ..models.transitions import ItemTransitions
@@ -50,6 +51,10 @@ def _tie_broken(counts: torch.Tensor) -> torch.Tensor:
     return counts.double() + 0.5 * (1.0 - torch.arange(V, dtype=torch.float64) / V)
 
 
+#: The per-position feature the encoder reads when ``use_item_features``: the items' own table rows.
+ITEM_SIDE = "item_side"
+
+
 class HistoryRetrieval(SequentialRetrieval):
     """:class:`~recstack.models.sequential.SequentialRetrieval` trained from a run's interaction rows.
 
@@ -59,16 +64,34 @@ class HistoryRetrieval(SequentialRetrieval):
         windows: training rows per user (1: the last L steps, as SASRec; None: all steps).
         popularity: [V] training interaction counts, the ranking of an empty history.
         histories: per user id, the items the run stored in time order (``user_embeddings``).
+        item_side: the encoder reads :data:`ITEM_SIDE`, the item features of each position,
+            looked up from the history itself (no extra batch column).
     """
 
     def __init__(self, encoder: SequenceEncoder, *, max_length: int, windows: int | None,
-                 popularity: torch.Tensor, histories: IdLists | None = None, **kwargs: Any):
+                 popularity: torch.Tensor, histories: IdLists | None = None, item_side: bool = False,
+                 **kwargs: Any):
         super().__init__(encoder, **kwargs)
+        self.item_side = bool(item_side)
         self.max_length = int(max_length)
         self.windows = windows
         # float64: the tie-break (0.5 / V between neighbours) survives counts in the millions
         self.register_buffer("popularity", _tie_broken(torch.as_tensor(popularity)))
         self.histories = histories
+
+    def _features(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        return self._with_item_side(batch["history"], super()._features(batch))
+
+    def _with_item_side(self, histories: torch.Tensor,
+                        features: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+        """``features`` plus the item-side feature of every position (the history's own ids)."""
+        if not self.item_side:
+            return None if features is None else dict(features)
+        return {**(features or {}), ITEM_SIDE: histories}
+
+    def query_embeddings(self, histories: torch.Tensor,
+                         features: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return super().query_embeddings(histories, self._with_item_side(histories, features))
 
     def training_data(self, train: Columns) -> Columns:
         """Every training row (a user's last ``max_length`` steps, or more windows) as
@@ -159,7 +182,9 @@ class SequenceParams:
     in time (1: only the last, as SASRec; null: all of the user's steps). ``repeat_bias``: learn
     one score offset for the items already in the history (``softmax`` loss; see
     :class:`~recstack.models.sequential.SequentialRetrieval`): the model learns from the training
-    data whether users come back to what they had.
+    data whether users come back to what they had. ``use_item_features``: each position also
+    reads its item's categorical and text features from the item table (``data.items``), summed
+    into the input embedding (:class:`~recstack.layers.item_side_features.ItemSideFeatures`).
     """
 
     max_length: int = 50
@@ -172,6 +197,7 @@ class SequenceParams:
     shared_embeddings: bool = True
     training_windows: int | None = None
     repeat_bias: bool = False
+    use_item_features: bool = False
 
 
 @dataclass
@@ -285,21 +311,38 @@ def _retrieval(ctx: ModelContext, p: SequenceParams, encoder: SequenceEncoder) -
             negative_weights=targets if p.negative_sampling == "popularity" else None,
             candidate_counts=targets if p.loss == "sampled" else None, temperature=p.temperature, seed=seed,
             max_length=p.max_length, windows=p.training_windows, popularity=popularity, histories=ctx.histories,
-            repeat_bias=p.repeat_bias)
+            repeat_bias=p.repeat_bias, item_side=p.use_item_features)
     except ConfigError as exc:
         raise ConfigError(f"model: {exc}") from None
+
+
+def item_side_encoders(ctx: ModelContext, p: SequenceParams) -> dict[str, ItemSideFeatures] | None:
+    """The encoder's item-feature input when ``use_item_features`` (tables filled when training)."""
+    if not p.use_item_features:
+        return None
+    spec = ctx.item_features
+    if not spec.categorical_sizes and not spec.text_vocab_size:
+        raise ConfigError("model.use_item_features: the run has no categorical or text item features; map them "
+                          "with data.items: {path: ..., id: ..., categorical: [...], text: ...}, or set "
+                          "model.use_item_features: false.")
+    side = ItemSideFeatures(ctx.num_items, p.embedding_dim, spec.categorical_sizes, spec.text_vocab_size,
+                            spec.text_length)
+    tables = (ctx.feature_tables or {}).get("item", {})
+    side.set_tables(categorical=tables.get("categorical") if spec.categorical_sizes else None,
+                    text=tables.get("text") if spec.text_vocab_size else None)
+    return {ITEM_SIDE: side}
 
 
 def build_sasrec(ctx: ModelContext, p: SASRecParams) -> Model:
     encoder = SASRecEncoder(ctx.num_items, p.embedding_dim, max_length=p.max_length, num_blocks=p.num_blocks,
                             num_heads=p.num_heads, dropout=p.dropout, norm_first=p.norm == "pre",
-                            ffn_dim=p.ffn_dim, activation=p.activation)
+                            ffn_dim=p.ffn_dim, activation=p.activation, feature_encoders=item_side_encoders(ctx, p))
     return _retrieval(ctx, p, encoder)
 
 
 def build_gru4rec(ctx: ModelContext, p: GRU4RecParams) -> Model:
     encoder = GRU4RecEncoder(ctx.num_items, p.embedding_dim, hidden_size=p.hidden_size, num_layers=p.num_layers,
-                             dropout=p.dropout)
+                             dropout=p.dropout, feature_encoders=item_side_encoders(ctx, p))
     return _retrieval(ctx, p, encoder)
 
 
