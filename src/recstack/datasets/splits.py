@@ -57,53 +57,6 @@ def random_split_fractions(
     return _cut(df, order, fractions)
 
 
-def per_user_ratio_parts(users: np.ndarray, ratios: Sequence[float], seed: int = 0) -> np.ndarray:
-    """Part of each row (0 = train, 1, 2, ...) under RecBole's per-user ratio split.
-
-    RecBole 1.2.1's ``split_by_ratio`` with ``group_by: user`` after a random ordering
-    (``order: RO``): the rows are shuffled, and each user's n rows, in shuffled order, are cut
-    into parts of sizes c_i = floor(r_i n) for i >= 1 and c_0 = n - sum c_i (ratios r normalised
-    to sum 1); then, for i = last, ..., 1 and while c_0 > 1, a part with 0 < r_i n < 1 takes one
-    row from part 0 (so a user with 2 rows gives one to the last part). The shuffle is
-    ``np.random.default_rng(seed).permutation``: the same rule as RecBole, another random draw.
-
-    Args:
-        users: [n] user keys (any hashable numpy dtype).
-        ratios: the parts' shares, e.g. (0.8, 0.1, 0.1): train, validation, test.
-        seed: the shuffle's seed.
-
-    Returns:
-        [n] int8 part index of every row, in the input order.
-    """
-    r = np.asarray(ratios, dtype=np.float64)
-    if r.ndim != 1 or r.size < 2 or not np.isfinite(r).all() or (r < 0).any() or r[0] <= 0:
-        raise DataError(f"ratios must be two or more non-negative numbers with a positive first (train) share, "
-                        f"e.g. [0.8, 0.1, 0.1]; got {list(ratios)}")
-    r = r / r.sum()
-    n = len(users)
-    order = np.random.default_rng(seed).permutation(n)
-    codes = pd.factorize(np.asarray(users)[order])[0]
-    by_user = np.argsort(codes, kind="stable")           # grouped by user, shuffled order inside
-    grouped = codes[by_user]
-    totals = np.bincount(codes).astype(np.int64)           # [U]
-    share = r[None, :] * totals[:, None].astype(np.float64)  # [U, P]: r_i n, as RecBole multiplies
-    counts = np.floor(share).astype(np.int64)
-    counts[:, 0] = totals - counts[:, 1:].sum(axis=1)
-    stopped = np.zeros(len(totals), dtype=bool)
-    for i in range(1, r.size):                              # a loop over the parts, never the rows
-        stopped |= counts[:, 0] <= 1
-        bump = ~stopped & (share[:, -i] > 0) & (share[:, -i] < 1)
-        counts[bump, -i] += 1
-        counts[bump, 0] -= 1
-    starts = np.concatenate([[0], np.cumsum(totals)[:-1]])
-    position = np.arange(n) - starts[grouped]                # rank of the row inside its user
-    ends = np.cumsum(counts, axis=1)[grouped]                # [n, P]
-    part_sorted = (position[:, None] >= ends).sum(axis=1).astype(np.int8)
-    parts = np.empty(n, dtype=np.int8)
-    parts[order[by_user]] = part_sorted
-    return parts
-
-
 def temporal_split(
     df: pd.DataFrame, train_fraction: float = 0.8, timestamp_col: str = "timestamp"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -67,14 +67,7 @@ def check_values(c: ExperimentConfig, errors: list[str]) -> None:
     need(c.features.text_max_tokens >= 3, f"features.text_max_tokens: must be >= 3, got {c.features.text_max_tokens}")
     need(c.features.text_max_length >= 1,
          f"features.text_max_length: must be >= 1, got {c.features.text_max_length}")
-    need(c.split.method != "per-user-random" or (len(c.split.ratios) == 3 and c.split.ratios[0] > 0
-                                                 and c.split.ratios[2] > 0 and min(c.split.ratios) >= 0),
-         f"split.ratios: per-user-random takes three shares, train > 0, validation >= 0, test > 0 (RecBole's "
-         f"default is [0.8, 0.1, 0.1]); got {c.split.ratios}")
-    need(c.split.method != "per-user-random" or c.split.validation_fraction == 0,
-         "split.validation_fraction: per-user-random takes its validation share from split.ratios; remove "
-         "split.validation_fraction")
-    need(c.split.method in ("random", "per-user-random") or c.data.columns.timestamp is not None,
+    need(c.split.method == "random" or c.data.columns.timestamp is not None,
          f"split.method {c.split.method!r} needs a timestamp column: set data.columns.timestamp")
     problem = separator_problem(c.data.csv_separator)
     need(problem is None, f"data.csv_separator: {problem}")

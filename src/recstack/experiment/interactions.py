@@ -25,7 +25,6 @@ import pandas as pd
 from ..core.errors import DataError
 from ..datasets import leave_last_out, random_split, temporal_split
 from ..datasets.sequences import build_histories
-from ..datasets.splits import per_user_ratio_parts
 from .config import DataConfig, FeatureTableConfig, SplitConfig
 from .tables import Notify, id_strings, numeric_column, read_source, require_columns, timestamp_column
 
@@ -150,8 +149,6 @@ def split_data(df: pd.DataFrame, config: SplitConfig) -> Splits:
     (leave-one-out always has its validation item)."""
     if config.method == "leave-one-out":
         return leave_one_out_split(df)
-    if config.method == "per-user-random":
-        return per_user_random_split(df, config.ratios, config.seed)
     train, test = _split(df, config, config.train_fraction, config.seed, "test")
     validation = None
     if config.validation_fraction > 0:
@@ -177,19 +174,6 @@ def leave_one_out_split(df: pd.DataFrame) -> Splits:
     part[histories.rows[ends - 1]] = 2
     train, validation, test = (df.loc[part == k].reset_index(drop=True) for k in range(3))
     return Splits(train, validation, test)
-
-
-def per_user_random_split(df: pd.DataFrame, ratios: list[float], seed: int) -> Splits:
-    """RecBole's general protocol split (:func:`recstack.datasets.splits.per_user_ratio_parts`):
-    each user's rows shuffled and cut train / validation / test by ``ratios``; each part keeps
-    the file order. A validation share of 0 gives no validation split."""
-    parts = per_user_ratio_parts(df["user"].to_numpy(), ratios, seed)
-    train, validation, test = (df.loc[parts == k].reset_index(drop=True) for k in range(3))
-    if len(test) == 0:
-        raise DataError(f"the per-user-random split with ratios {ratios} holds out no test row of the {len(df)} rows: "
-                        "users need enough interactions for a test share (RecBole's rule gives a user with 2 rows "
-                        "one test row); use more data or a larger test share.")
-    return Splits(train, validation if ratios[1] > 0 else None, test)
 
 
 def _split(df: pd.DataFrame, config: SplitConfig, fraction: float, seed: int,

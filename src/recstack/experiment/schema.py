@@ -75,20 +75,13 @@ class SplitConfig:
     generative-recommenders): per user with at least 3 interactions, the last one (by
     timestamp; equal timestamps keep file order) is the test item, the second to last the
     validation item, the rest is training; users with fewer interactions are training only.
-
-    ``per-user-random`` (RecBole's general-recommendation protocol): each user's interactions
-    shuffled (``seed``) and cut train / validation / test by ``ratios`` with RecBole's rounding
-    rule (:func:`recstack.datasets.splits.per_user_ratio_parts`); the exclude-seen protocol then
-    masks the training items at validation and the training and validation items at test, as
-    RecBole does.
     """
 
-    method: Literal["random", "temporal", "leave-last-out", "leave-one-out", "per-user-random"] = "random"
+    method: Literal["random", "temporal", "leave-last-out", "leave-one-out"] = "random"
     train_fraction: float = 0.8
     validation_fraction: float = 0.0
     leave_out: int = 1
     seed: int = 42
-    ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
 
 
 @dataclass

@@ -36,9 +36,7 @@ From the ranks:
   one query whose relevant items are those rows' positives:
   recall = |top-k ∩ P| / |P|, NDCG = DCG / IDCG with DCG = sum over p in P with
   rank_p < k of 1 / log2(rank_p + 2), MRR = 1 / (1 + min_p rank_p). Without keys
-  each row is its own query (so recall@k equals top-k accuracy). Also per group, as RecBole
-  defines them: ``hit_at_{k}`` = [|top-k ∩ P| > 0], ``precision_at_{k}`` = |top-k ∩ P| / k and
-  ``mrr_at_{k}`` = [min rank < k] / (1 + min_p rank_p) (MRR truncated at k). Group metrics
+  each row is its own query (so recall@k equals top-k accuracy). Group metrics
   are unweighted means over groups; they are exact when a key's query embedding
   is the same on all its rows (id-only query towers), and otherwise use each
   row's own embedding.
@@ -311,12 +309,8 @@ def _group_metrics(ranks: torch.Tensor, keys: torch.Tensor | None, ks: Sequence[
         ndcg = torch.clamp(dcg / idcg, max=1.0)
         out[f"{name}/recall_at_{k}"] = float(recall.mean())
         out[f"{name}/ndcg_at_{k}"] = float(ndcg.mean())
-        out[f"{name}/hit_at_{k}"] = float((recall > 0).double().mean())
-        out[f"{name}/precision_at_{k}"] = float((recall * sizes / k).mean())
     best = torch.full((num_groups,), math.inf, dtype=torch.float64).scatter_reduce_(
         0, group, ranks_d, reduce="amin")
-    for k in ks:
-        out[f"{name}/mrr_at_{k}"] = float(torch.where(best < k, 1.0 / (best + 1.0), 0.0).mean())
     # A miss (MISS_RANK: a NaN positive, or beyond an approximate index's depth) adds exactly 0.
     out[f"{name}/mrr"] = float(torch.where(best >= MISS_RANK, 0.0, 1.0 / (best + 1.0)).mean())
     return out
