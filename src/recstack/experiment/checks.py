@@ -48,6 +48,14 @@ def check_values(c: ExperimentConfig, errors: list[str]) -> None:
     need(0 <= c.split.validation_fraction < 1,
          f"split.validation_fraction: must be in [0, 1), got {c.split.validation_fraction}")
     need(c.split.leave_out >= 1, f"split.leave_out: must be >= 1, got {c.split.leave_out}")
+    if c.split.method == "per-user-random":
+        ratios = c.split.ratios
+        need(len(ratios) in (2, 3) and all(r > 0 and r < float("inf") for r in ratios),
+             f"split.ratios: per-user-random needs 2 or 3 positive ratios ([train, test] or [train, validation, "
+             f"test], e.g. [0.8, 0.1, 0.1]), got {ratios}")
+        need(c.split.validation_fraction == 0,
+             "split.validation_fraction: per-user-random takes its validation part from split.ratios "
+             "([train, validation, test]); remove split.validation_fraction")
     for name in ("epochs", "batch_size", "validation_freq", "checkpoint_every", "keep_checkpoints"):
         value = getattr(c.training, name)
         need(value >= 1, f"training.{name}: must be >= 1, got {value}")
