@@ -17,7 +17,8 @@ from .schema import NEXT_ITEM_PROTOCOLS, PROTOCOLS, TEST_METRICS, ExperimentConf
 
 
 
-_METRIC = re.compile(r"^(?:top_(\d+)_categorical_accuracy|recall_at_(\d+)|ndcg_at_(\d+)|mrr)$")
+_METRIC = re.compile(r"^(?:top_(\d+)_categorical_accuracy|recall_at_(\d+)|ndcg_at_(\d+)|mrr_at_(\d+)|hit_at_(\d+)"
+                     r"|precision_at_(\d+)|mrr)$")
 _NEXT_ITEM_METRIC = re.compile(r"^(?:hr_at_(\d+)|ndcg_at_(\d+)|mrr)$")
 _TEST_METRIC_NAMES = ("root_mean_squared_error", "loss")
 
@@ -187,8 +188,8 @@ def reference_metric_problem(key: str, config: ExperimentConfig | None = None) -
     else:
         match = _METRIC.match(name)
         if match is None:
-            return (f"{name!r} is not a metric the runs report (top_K_categorical_accuracy, recall_at_K, ndcg_at_K "
-                    "or mrr)")
+            return (f"{name!r} is not a metric the runs report (top_K_categorical_accuracy, recall_at_K, ndcg_at_K, "
+                    "mrr_at_K, hit_at_K, precision_at_K or mrr)")
         k = next((int(g) for g in match.groups() if g), None)
     if config is not None:
         if protocol not in config.evaluation.protocols:
