@@ -37,6 +37,7 @@ from recstack.datasets.sequences import (
 from recstack.datasets.sequences import temporal_split as temporal_sequence_split
 from recstack.datasets.splits import (
     leave_last_out,
+    per_user_random_split,
     random_split,
     random_split_fractions,
     temporal_split,
@@ -66,6 +67,7 @@ __all__ = [
     "ml100k_fold",
     "ml100k_u1_split",
     "random_holdout",
+    "per_user_random_split",
     "random_split",
     "random_split_fractions",
     "read_movielens_100k",

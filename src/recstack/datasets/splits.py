@@ -99,6 +99,66 @@ def leave_last_out(
     return _take(df, np.flatnonzero(~held_out)), _take(df, np.flatnonzero(held_out))
 
 
+def per_user_random_split(
+    df: pd.DataFrame, ratios: Sequence[float] = (0.8, 0.1, 0.1), user_col: str = "user_id", seed: int = 42
+) -> tuple[pd.DataFrame, ...]:
+    """Per user, shuffle the user's rows (seeded) and cut them by ``ratios``: RecBole's general protocol
+    (``eval_args: {split: {RS: [0.8, 0.1, 0.1]}, order: RO, group_by: user}``).
+
+    Returns one frame per ratio, e.g. ``(train, validation, test)``; each keeps ``df``'s row order.
+    ``ratios`` (at least two, positive) need not sum to 1; they are normalised, ``r_i = ratios[i] / sum``.
+    For a user with ``n`` rows the part sizes follow RecBole 1.2.1's rounding rule
+    (``Dataset._calcu_split_ids``):
+
+    * ``c_i = floor(r_i * n)`` for every part ``i >= 1``, ``c_0 = n - sum_{i>=1} c_i``;
+    * then for ``i = m-1, m-2, ..., 1`` (the last part first), while ``c_0 > 1``: a part with
+      ``0 < r_i * n < 1`` (rounded down to nothing) takes one row from part 0.
+
+    So a user with 2 rows under 8:1:1 gets (1, 0, 1), with 3 rows (1, 1, 1), with 10 rows (8, 1, 1);
+    every user keeps at least one training row. The order within a user is that of
+    ``np.random.default_rng(seed).permutation(len(df))`` (RecBole shuffles the whole table, then groups
+    by user, which is the same construction; the random stream differs, so individual rows differ).
+    """
+    _check_frame(df, user_col)
+    values = [float(r) for r in ratios]
+    if len(values) < 2 or not all(math.isfinite(r) and r > 0 for r in values):
+        raise DataError(f"ratios must be at least two positive numbers, e.g. [0.8, 0.1, 0.1]; got {list(ratios)}")
+    users = df[user_col]
+    if users.isna().any():
+        first = int(np.flatnonzero(users.isna().to_numpy())[0])
+        raise DataError(f"column {user_col!r} has a missing value at position {first} (0-based)")
+    total = sum(values)
+    shares = np.array([r / total for r in values], dtype=np.float64)
+    codes = pd.factorize(users)[0]
+    order = np.random.default_rng(seed).permutation(len(df))
+    # Stable sort of the shuffled rows by user: each user's rows in shuffled order, users contiguous.
+    by_user = order[np.argsort(codes[order], kind="stable")]
+    sizes = np.bincount(codes)                                     # [U]
+    counts = _ratio_counts(sizes, shares)                          # [U, m]
+    starts = np.cumsum(sizes) - sizes                              # first position of each user in by_user
+    user_of_row = codes[by_user]
+    position = np.arange(len(df)) - starts[user_of_row]            # 0-based rank within the user
+    bounds = np.cumsum(counts, axis=1)                             # [U, m]: end of each part
+    part = (position[:, None] >= bounds[user_of_row]).sum(axis=1)  # first part whose end lies past the row
+    labels = np.empty(len(df), dtype=np.int64)
+    labels[by_user] = part
+    return tuple(_take(df, np.flatnonzero(labels == k)) for k in range(len(values)))
+
+
+def _ratio_counts(sizes: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """[U, m] rows per part for users with ``sizes`` [U] rows: RecBole's rule (see
+    :func:`per_user_random_split`), vectorised over users, one step per part."""
+    exact = shares[None, :] * sizes[:, None].astype(np.float64)   # r_i * n, the same float product
+    counts = np.floor(exact).astype(np.int64)
+    counts[:, 0] = sizes - counts[:, 1:].sum(axis=1)
+    for j in range(len(shares) - 1, 0, -1):
+        # c_0 only decreases, so RecBole's "break once c_0 <= 1" is this per-step condition.
+        bump = (counts[:, 0] > 1) & (exact[:, j] > 0) & (exact[:, j] < 1)
+        counts[:, j] += bump
+        counts[:, 0] -= bump
+    return counts
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 

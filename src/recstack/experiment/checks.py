@@ -17,7 +17,8 @@ from .schema import NEXT_ITEM_PROTOCOLS, PROTOCOLS, TEST_METRICS, ExperimentConf
 
 
 
-_METRIC = re.compile(r"^(?:top_(\d+)_categorical_accuracy|recall_at_(\d+)|ndcg_at_(\d+)|mrr)$")
+_METRIC = re.compile(r"^(?:top_(\d+)_categorical_accuracy|recall_at_(\d+)|ndcg_at_(\d+)|mrr_at_(\d+)|hit_at_(\d+)"
+                     r"|precision_at_(\d+)|mrr)$")
 _NEXT_ITEM_METRIC = re.compile(r"^(?:hr_at_(\d+)|ndcg_at_(\d+)|mrr)$")
 _TEST_METRIC_NAMES = ("root_mean_squared_error", "loss")
 
@@ -48,6 +49,14 @@ def check_values(c: ExperimentConfig, errors: list[str]) -> None:
     need(0 <= c.split.validation_fraction < 1,
          f"split.validation_fraction: must be in [0, 1), got {c.split.validation_fraction}")
     need(c.split.leave_out >= 1, f"split.leave_out: must be >= 1, got {c.split.leave_out}")
+    if c.split.method == "per-user-random":
+        ratios = c.split.ratios
+        need(len(ratios) in (2, 3) and all(r > 0 and r < float("inf") for r in ratios),
+             f"split.ratios: per-user-random needs 2 or 3 positive ratios ([train, test] or [train, validation, "
+             f"test], e.g. [0.8, 0.1, 0.1]), got {ratios}")
+        need(c.split.validation_fraction == 0,
+             "split.validation_fraction: per-user-random takes its validation part from split.ratios "
+             "([train, validation, test]); remove split.validation_fraction")
     for name in ("epochs", "batch_size", "validation_freq", "checkpoint_every", "keep_checkpoints"):
         value = getattr(c.training, name)
         need(value >= 1, f"training.{name}: must be >= 1, got {value}")
@@ -179,8 +188,8 @@ def reference_metric_problem(key: str, config: ExperimentConfig | None = None) -
     else:
         match = _METRIC.match(name)
         if match is None:
-            return (f"{name!r} is not a metric the runs report (top_K_categorical_accuracy, recall_at_K, ndcg_at_K "
-                    "or mrr)")
+            return (f"{name!r} is not a metric the runs report (top_K_categorical_accuracy, recall_at_K, ndcg_at_K, "
+                    "mrr_at_K, hit_at_K, precision_at_K or mrr)")
         k = next((int(g) for g in match.groups() if g), None)
     if config is not None:
         if protocol not in config.evaluation.protocols:

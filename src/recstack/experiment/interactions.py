@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import DataError
-from ..datasets import leave_last_out, random_split, temporal_split
+from ..datasets import leave_last_out, per_user_random_split, random_split, temporal_split
 from ..datasets.sequences import build_histories
 from .config import DataConfig, FeatureTableConfig, SplitConfig
 from .tables import Notify, id_strings, numeric_column, read_source, require_columns, timestamp_column
@@ -149,6 +149,8 @@ def split_data(df: pd.DataFrame, config: SplitConfig) -> Splits:
     (leave-one-out always has its validation item)."""
     if config.method == "leave-one-out":
         return leave_one_out_split(df)
+    if config.method == "per-user-random":
+        return per_user_random(df, config)
     train, test = _split(df, config, config.train_fraction, config.seed, "test")
     validation = None
     if config.validation_fraction > 0:
@@ -173,6 +175,19 @@ def leave_one_out_split(df: pd.DataFrame) -> Splits:
     part[histories.rows[ends - 2]] = 1
     part[histories.rows[ends - 1]] = 2
     train, validation, test = (df.loc[part == k].reset_index(drop=True) for k in range(3))
+    return Splits(train, validation, test)
+
+
+def per_user_random(df: pd.DataFrame, config: SplitConfig) -> Splits:
+    """RecBole's general protocol: each user's rows shuffled with ``config.seed`` and cut by
+    ``config.ratios`` ([train, validation, test] or [train, test]) with RecBole 1.2.1's rounding
+    (:func:`recstack.datasets.per_user_random_split`)."""
+    parts = per_user_random_split(df, config.ratios, user_col="user", seed=config.seed)
+    train, test = parts[0], parts[-1]
+    validation = parts[1] if len(parts) == 3 else None
+    if len(test) == 0:
+        raise DataError(f"the test split is empty (per-user-random with ratios {list(config.ratios)} of {len(df)} "
+                        "rows: every user has too few rows for a test row); use more data or a larger test ratio.")
     return Splits(train, validation, test)
 
 

@@ -27,6 +27,7 @@ from ..core.errors import ConfigError, DataError, DivergedError
 from ..training.callbacks import Callback
 from ..training.history import History
 from ..training.model import Model
+from .baseline_check import check_against_popularity
 from .building import build_model, fit_options, make_optimizer, model_context, resolve_device, training_source
 from .config import NEXT_ITEM_PROTOCOLS, ExperimentConfig, dump_config, wants_test_loss
 from .config_files import load_config
@@ -270,6 +271,8 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
                                  **(validation.best_metrics if selected else validation.last_metrics)}
         if selected and kind.gradient_trained:
             metrics["best_epoch"] = validation.best_epoch
+    # Popularity on the same split and protocols (milliseconds), recorded and warned about.
+    check_against_popularity(config, prepared, metrics, reporter.note)
     write_json(run.metrics, clean_json(metrics))
     run.write_status("completed", epoch=metrics["epochs"])
     _write_report(config, run, metrics, tracker, reporter)

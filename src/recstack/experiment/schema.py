@@ -75,13 +75,21 @@ class SplitConfig:
     generative-recommenders): per user with at least 3 interactions, the last one (by
     timestamp; equal timestamps keep file order) is the test item, the second to last the
     validation item, the rest is training; users with fewer interactions are training only.
+
+    ``per-user-random`` (RecBole's general-recommendation protocol): each user's interactions are
+    shuffled with ``seed`` and cut by ``ratios`` (``[train, validation, test]``, default 8:1:1, or
+    ``[train, test]``) with RecBole 1.2.1's rounding: every held-out part gets ``floor(ratio * n)``
+    rows, a part rounded down to none takes one from training while training keeps more than one
+    (so a user with 2 rows has 1 train and 1 test row). ``train_fraction`` and
+    ``validation_fraction`` do not apply to it.
     """
 
-    method: Literal["random", "temporal", "leave-last-out", "leave-one-out"] = "random"
+    method: Literal["random", "temporal", "leave-last-out", "leave-one-out", "per-user-random"] = "random"
     train_fraction: float = 0.8
     validation_fraction: float = 0.0
     leave_out: int = 1
     seed: int = 42
+    ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
 
 
 @dataclass

@@ -31,11 +31,14 @@ counts them as misses too).
 From the ranks:
 
 * ``top_{k}_categorical_accuracy`` = weighted mean of [rank < k] (TFRS's metric).
-* ``recall_at_{k}``, ``ndcg_at_{k}``, ``mrr``: computed per query group. With
+* ``recall_at_{k}``, ``ndcg_at_{k}``, ``mrr``, ``mrr_at_{k}``, ``hit_at_{k}``,
+  ``precision_at_{k}``: computed per query group (RecBole's definitions). With
   ``query_keys`` (e.g. the encoded user id of each row) the rows of one key form
   one query whose relevant items are those rows' positives:
   recall = |top-k ∩ P| / |P|, NDCG = DCG / IDCG with DCG = sum over p in P with
-  rank_p < k of 1 / log2(rank_p + 2), MRR = 1 / (1 + min_p rank_p). Without keys
+  rank_p < k of 1 / log2(rank_p + 2) and IDCG = sum_{i < min(|P|, k)} 1 / log2(i + 2),
+  MRR = 1 / (1 + min_p rank_p) (untruncated), MRR@k = the same when min_p rank_p < k else 0,
+  hit@k = [|top-k ∩ P| > 0], precision@k = |top-k ∩ P| / k. Without keys
   each row is its own query (so recall@k equals top-k accuracy). Group metrics
   are unweighted means over groups; they are exact when a key's query embedding
   is the same on all its rows (id-only query towers), and otherwise use each
@@ -309,8 +312,14 @@ def _group_metrics(ranks: torch.Tensor, keys: torch.Tensor | None, ks: Sequence[
         ndcg = torch.clamp(dcg / idcg, max=1.0)
         out[f"{name}/recall_at_{k}"] = float(recall.mean())
         out[f"{name}/ndcg_at_{k}"] = float(ndcg.mean())
+        found = recall * sizes                           # |top-k ∩ P| per group
+        out[f"{name}/hit_at_{k}"] = float((found > 0).double().mean())
+        out[f"{name}/precision_at_{k}"] = float((found / k).mean())
     best = torch.full((num_groups,), math.inf, dtype=torch.float64).scatter_reduce_(
         0, group, ranks_d, reduce="amin")
     # A miss (MISS_RANK: a NaN positive, or beyond an approximate index's depth) adds exactly 0.
     out[f"{name}/mrr"] = float(torch.where(best >= MISS_RANK, 0.0, 1.0 / (best + 1.0)).mean())
+    for k in ks:
+        # RecBole's MRR@k: the reciprocal rank of the first positive if it is in the top k, else 0.
+        out[f"{name}/mrr_at_{k}"] = float(torch.where(best < k, 1.0 / (best + 1.0), 0.0).mean())
     return out
