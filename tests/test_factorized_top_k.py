@@ -165,3 +165,38 @@ def test_exclusions_need_query_keys():
 
 def test_empty_metric_reports_nothing():
     assert FactorizedTopK(torch.zeros(5, 3)).result() == {}
+
+
+def test_recbole_metrics_match_stable_sorted_top_k_lists_with_ties():
+    """hit@k, precision@k, MRR@k (truncated), recall@k and NDCG@k as RecBole defines them, from
+    each user's top-k list in numpy; scores tie often (small integers), and ties are listed in
+    catalogue order (a stable sort), the one tie rule of every protocol."""
+    rng = np.random.default_rng(11)
+    cand = rng.integers(0, 3, size=(25, 3)).astype(np.float64)
+    users = rng.integers(0, 3, size=(6, 3)).astype(np.float64)
+    rows_user = np.array([0, 0, 1, 1, 1, 2, 3, 3, 4, 5, 5, 5, 5])
+    rows_item = np.array([3, 9, 0, 4, 21, 7, 2, 24, 13, 1, 5, 8, 19])
+    ks = (1, 3, 10)
+    metric = FactorizedTopK(torch.tensor(cand), ks=ks)
+    metric.update_state(torch.tensor(users[rows_user]), torch.tensor(cand[rows_item]),
+                        true_candidate_ids=torch.tensor(rows_item), query_keys=torch.tensor(rows_user))
+    result = metric.result()
+    for k in ks:
+        hits, precisions, rrs, recalls, ndcgs = [], [], [], [], []
+        for u in range(6):
+            relevant = set(rows_item[rows_user == u].tolist())
+            order = np.argsort(-(cand @ users[u]), kind="stable").tolist()
+            top = order[:k]
+            found = [pos for pos, item in enumerate(top) if item in relevant]
+            hits.append(float(bool(found)))
+            precisions.append(len(found) / k)
+            rrs.append(1 / (1 + found[0]) if found else 0.0)
+            recalls.append(len(found) / len(relevant))
+            idcg = sum(1 / np.log2(p + 2) for p in range(min(len(relevant), k)))
+            ndcgs.append(sum(1 / np.log2(p + 2) for p in found) / idcg)
+        name = "factorized_top_k"
+        assert result[f"{name}/hit_at_{k}"] == pytest.approx(np.mean(hits))
+        assert result[f"{name}/precision_at_{k}"] == pytest.approx(np.mean(precisions))
+        assert result[f"{name}/mrr_at_{k}"] == pytest.approx(np.mean(rrs))
+        assert result[f"{name}/recall_at_{k}"] == pytest.approx(np.mean(recalls))
+        assert result[f"{name}/ndcg_at_{k}"] == pytest.approx(np.mean(ndcgs))

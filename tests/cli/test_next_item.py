@@ -180,7 +180,7 @@ def test_reference_metrics_of_the_next_item_protocols():
                        "reference": {"source": "x", "metrics": {"next-item/hr_at_10": 0.3, "next-item/mrr": 0.1}}})
     assert ok.reference.metrics["next-item/hr_at_10"] == 0.3
     message = errors({**BASE, "reference": {"source": "x", "metrics": {"next-item/top_10_categorical_accuracy": 0.1}}})
-    assert "is not a metric the next-item protocol reports (hr_at_K, ndcg_at_K or mrr)" in message
+    assert "is not a metric the next-item protocol reports (hr_at_K, ndcg_at_K, mrr_at_K or mrr)" in message
 
 
 def test_a_leave_one_out_config_written_out_keeps_its_protocols(tmp_path):

@@ -19,7 +19,7 @@ from .schema import NEXT_ITEM_PROTOCOLS, PROTOCOLS, TEST_METRICS, ExperimentConf
 
 _METRIC = re.compile(r"^(?:top_(\d+)_categorical_accuracy|recall_at_(\d+)|ndcg_at_(\d+)|mrr_at_(\d+)|hit_at_(\d+)"
                      r"|precision_at_(\d+)|mrr)$")
-_NEXT_ITEM_METRIC = re.compile(r"^(?:hr_at_(\d+)|ndcg_at_(\d+)|mrr)$")
+_NEXT_ITEM_METRIC = re.compile(r"^(?:hr_at_(\d+)|ndcg_at_(\d+)|mrr_at_(\d+)|mrr)$")
 _TEST_METRIC_NAMES = ("root_mean_squared_error", "loss")
 
 
@@ -184,7 +184,7 @@ def reference_metric_problem(key: str, config: ExperimentConfig | None = None) -
     if protocol in NEXT_ITEM_PROTOCOLS:
         ok, k = next_item_metric_k(name)
         if not ok:
-            return f"{name!r} is not a metric the {protocol} protocol reports (hr_at_K, ndcg_at_K or mrr)"
+            return f"{name!r} is not a metric the {protocol} protocol reports (hr_at_K, ndcg_at_K, mrr_at_K or mrr)"
     else:
         match = _METRIC.match(name)
         if match is None:
