@@ -21,6 +21,7 @@ import torch
 
 from ..core.errors import DataError
 from ..core.id_lists import IdLists
+from ..index.brute_force import stable_top_k
 
 if TYPE_CHECKING:
     from .query import Bundle, SortedKeys
@@ -109,7 +110,7 @@ def recommend_history(bundle: "Bundle", histories: Sequence[Sequence[Any] | None
         flat = np.concatenate([r for r in rows]) if B else np.zeros(0, dtype=np.int64)
         which = np.repeat(np.arange(B), [len(r) for r in rows])
         scores[torch.from_numpy(which), torch.from_numpy(flat)] = -torch.inf
-    top, ids = torch.topk(scores, k, dim=1)
+    top, ids = stable_top_k(scores, k)     # equal scores: lower candidate position first (as recommend)
     out = []
     for b in range(B):
         ok = torch.isfinite(top[b]).numpy()
