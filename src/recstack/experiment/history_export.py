@@ -42,7 +42,7 @@ def export_history_bundle(serving: Any, loaded: Any, bundle_dir: Path) -> Path:
     users = np.arange(1, histories.num_keys)
     lists = histories.take(users)
     popularity = torch.floor(model.popularity[1:]).float().numpy()  # training counts (tie-break: position)
-    history = {"max_length": int(model.max_length),
+    history = {"max_length": int(model.max_length), "user_field": config.data.columns.user,
                "users": np.asarray(pre.users.lookup_inverse(users), dtype=str),
                "indptr": lists.indptr, "items": lists.ids.astype(np.int64) - 1, "popularity": popularity}
     spec = serving.ServingSpec(query_tower=HistoryQueryTower(model.encoder), query_inputs="history",

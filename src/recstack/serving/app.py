@@ -2,7 +2,9 @@
 
 Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 
-    POST /v1/recommend                 one query or a batch: k, exclude_seen, allow, exclude
+    POST /v1/recommend                 one query or a batch: k, exclude_seen, allow, exclude;
+                                       next-item bundles: {"history": [...]} or a user id, keep_history
+                                       (:mod:`recstack.serving.history_http`)
     GET  /v1/items/{item_id}/similar   item-to-item (?k=10)
     POST /v1/predict                   ratings from the bundle's rating head
     GET  /healthz                      liveness (the process answers); HEAD too
@@ -37,6 +39,7 @@ from ..core.errors import ConfigError, DataError, RecstackError
 from ..core.version import __version__
 from .batching import RecommendBatcher
 from .fast_path import ROUTE, FastRecommend, recommend_content
+from .history_http import answer_history_request, check_not_history
 from .holder import BundleHolder
 from .middleware import GuardMiddleware, ServerMetrics
 from .query import Bundle, UnknownFieldError, UnknownItemError
@@ -214,6 +217,9 @@ def create_app(bundle_or_dir: Bundle | str | os.PathLike, settings: ServerSettin
         check_list("allow", body.allow)
         check_list("exclude", body.exclude)
         bundle = holder.bundle                 # one snapshot for the whole request
+        if bundle.history is not None:         # a next-item bundle: histories / stored histories
+            return JSONResponse(run(lambda: answer_history_request(bundle, body, batch, settings)))
+        check_not_history(body, batch)
         recs = run(lambda: bundle.recommend(batch, k=body.k, exclude_seen=body.exclude_seen,
                                             allow=body.allow, exclude=body.exclude))
         metrics.queries.inc("recommend", amount=len(batch))  # type: ignore[attr-defined]

@@ -334,7 +334,8 @@ def _write_history(root: Path, history: Mapping[str, Any], num: int) -> dict[str
     for name, array in zip(HISTORY_FILES, (users[order], lists.indptr.astype(np.int64),
                                            lists.ids.astype(np.int64), popularity)):
         np.save(root / name, array, allow_pickle=False)
-    return {"max_length": max_length, "num_users": int(users.shape[0]), "num_items": int(items.shape[0]),
+    user_field = str(history.get("user_field", "user_id"))
+    return {"max_length": max_length, "user_field": user_field, "num_users": int(users.shape[0]), "num_items": int(items.shape[0]),
             "fallback": "popularity"}
 
 
