@@ -126,3 +126,9 @@ def test_a_history_sent_to_a_user_bundle_is_a_422(user_client):
     error(post(user_client, '{"query": {"history": ["m1"]}}'), "history_not_supported")
     error(post(user_client, '{"query": {"user_id": "1"}, "keep_history": true}'), "history_not_supported")
     assert post(user_client, '{"query": {"user_id": "1"}, "k": 2}').status_code == 200
+
+
+def test_a_wrong_history_element_is_named_by_its_position(client):
+    err = error(post(client, '{"query": {"history": ["m1", 2.5]}}'), "invalid_request")
+    assert [d["field"] for d in err["details"]] == ["query.history.1"]
+    assert "a string or an integer" in err["message"]

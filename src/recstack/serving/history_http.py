@@ -32,8 +32,14 @@ HISTORY_FIELD = "history"
 
 
 def check_not_history(body: RecommendRequest, batch: list[dict[str, Any]]) -> None:
-    """422 for a history (or keep_history) sent to a bundle that has no history encoder."""
-    if "keep_history" in body.model_fields_set or any(isinstance(v, list) for q in batch for v in q.values()):
+    """422 for a history (or keep_history) sent to a bundle that has no history encoder, and for
+    a list as any other query value (the schema lets lists through for ``history`` only)."""
+    for r, query in enumerate(batch):
+        for name, value in query.items():
+            if isinstance(value, list) and name != HISTORY_FIELD:
+                raise ApiError(422, "invalid_request", f"query.{name}: must be a string, an integer or a finite "
+                               f"number; got a list.", [{"field": f"query.{name}", "message": "got a list"}])
+    if "keep_history" in body.model_fields_set or any(HISTORY_FIELD in q for q in batch):
         raise ApiError(422, "history_not_supported", "this bundle answers user queries, not histories (it was "
                        "not exported from a next-item model such as sasrec or gru4rec); send its query fields "
                        "instead.", [{"field": "query", "message": "history not supported by this bundle"}])
