@@ -50,3 +50,38 @@ def test_bundle_answers_like_recommend(exported, capsys):
     # an unknown user: the popularity ranking, as recommend gives it
     ref = _cli(capsys, str(run), "--history", "nothing-known", "-k", "4")
     assert recommend_history(bundle, [None], users=["nobody"], k=4)[0].items == [i["item"] for i in ref["items"]]
+
+
+def test_served_bundle_answers_a_user_and_a_history(exported, capsys):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from recstack.serving.server import create_app
+
+    run, path = exported
+    ref = _cli(capsys, str(run), "--user", "u5", "-k", "3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with TestClient(create_app(load_bundle(path))) as client:
+            body = client.post("/v1/recommend", json={"query": {"user": "u5"}, "k": 3}).json()
+            assert body.get("results", [{}])[0].get("items") == [i["item"] for i in ref["items"]], body
+            body = client.post("/v1/recommend", json={"query": {"history": ["i1", "bogus"]}, "k": 3}).json()
+            assert body["results"][0]["dropped"] == ["bogus"]
+
+
+def test_a_transitions_run_is_refused_with_the_kinds_that_export(tmp_path, capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run = tmp_path / "t"
+    assert main(["train", str(sequential_config(tmp_path, {"kind": "transitions"})), "--run-dir", str(run),
+                 "--progress", "quiet"]) == 0
+    torch.set_num_threads(threads)
+    capsys.readouterr()
+    assert main(["export", str(run), str(tmp_path / "bundle")]) == 1
+    assert "sasrec, gru4rec" in capsys.readouterr().err
