@@ -339,9 +339,12 @@ def export_bundle(serving: Any, loaded: Any, bundle_dir: Path) -> Path:
     from torch import nn
 
     model, pre, config = loaded.model, loaded.pre, loaded.config
+    if hasattr(model, "encoder") and hasattr(model, "popularity"):      # sasrec, gru4rec
+        from ..experiment.history_export import export_history_bundle
+        return export_history_bundle(serving, loaded, bundle_dir)
     if not hasattr(model, "query_tower"):
         raise RecstackError(f"model kind {config.model.kind!r} has no user tower to export; only two-tower "
-                            "kinds can be bundled.")
+                            "and next-item kinds (sasrec, gru4rec) can be bundled.")
     user_field, item_field = config.data.columns.user, config.data.columns.item
     with torch.no_grad():
         embeddings = model.item_embeddings(pre.catalogue())

@@ -21,6 +21,7 @@ row fixed at 0; models may share it as the output table), plus, for every name i
 from __future__ import annotations
 
 import math
+from typing import Any
 from collections.abc import Mapping
 
 import torch
@@ -152,6 +153,13 @@ class SASRecEncoder(nn.Module):
                               f"{num_blocks}, {dropout}.")
         self.input = SequenceInput(num_items, embedding_dim, feature_encoders, init_scale)
         self.num_items, self.embedding_dim, self.max_length = int(num_items), int(embedding_dim), int(max_length)
+        # constructor arguments for get_config (the bundle codec); feature inputs are not serialisable
+        self._config = None if feature_encoders else {
+            "num_items": self.num_items, "embedding_dim": self.embedding_dim, "max_length": self.max_length,
+            "num_blocks": int(num_blocks), "num_heads": int(num_heads), "dropout": float(dropout),
+            "norm_first": bool(norm_first), "ffn_dim": None if ffn_dim is None else int(ffn_dim),
+            "activation": str(activation), "scale_embeddings": bool(scale_embeddings),
+            "init_scale": float(init_scale)}
         self.position_embedding = Embedding(self.max_length + 1, self.embedding_dim, padding_idx=0,
                                             init_scale=init_scale)
         self.scale = math.sqrt(self.embedding_dim) if scale_embeddings else 1.0
@@ -160,6 +168,18 @@ class SASRecEncoder(nn.Module):
             _SelfAttentionBlock(self.embedding_dim, num_heads, ffn_dim or self.embedding_dim, dropout, norm_first,
                                 activation) for _ in range(num_blocks))
         self.final_norm = nn.LayerNorm(self.embedding_dim) if norm_first else nn.Identity()
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments as JSON (bundles); an encoder with feature inputs has none."""
+        if self._config is None:
+            raise ConfigError(f"a {type(self).__name__} with per-position feature inputs cannot be saved as a "
+                              "serving bundle yet; export a model without item features.")
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Any":
+        """The same architecture (identical state_dict keys and shapes) from :meth:`get_config`."""
+        return cls(**dict(config))
 
     @property
     def item_embedding(self) -> Embedding:
@@ -213,10 +233,25 @@ class GRU4RecEncoder(nn.Module):
         self.input = SequenceInput(num_items, embedding_dim, feature_encoders, init_scale)
         self.num_items, self.embedding_dim = int(num_items), int(embedding_dim)
         hidden = int(hidden_size or embedding_dim)
+        self._config = None if feature_encoders else {
+            "num_items": self.num_items, "embedding_dim": self.embedding_dim, "hidden_size": hidden,
+            "num_layers": int(num_layers), "dropout": float(dropout), "init_scale": float(init_scale)}
         self.dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(self.embedding_dim, hidden, num_layers=num_layers, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0)
         self.output = nn.Linear(hidden, self.embedding_dim)
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments as JSON (bundles); an encoder with feature inputs has none."""
+        if self._config is None:
+            raise ConfigError(f"a {type(self).__name__} with per-position feature inputs cannot be saved as a "
+                              "serving bundle yet; export a model without item features.")
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Any":
+        """The same architecture (identical state_dict keys and shapes) from :meth:`get_config`."""
+        return cls(**dict(config))
 
     @property
     def item_embedding(self) -> Embedding:

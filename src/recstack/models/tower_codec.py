@@ -23,7 +23,8 @@ Built in:
   stored as the sequential of its layers: same forward, same state_dict keys).
 * ``recstack.features`` preprocessing layers ("preprocessing", their own ``get_config``),
   so a tower like ``nn.Sequential(StringLookup(...), Embedding(...))`` takes raw ids.
-* ``recstack.models``: feature_tower (the towers of ``recstack train``).
+* ``recstack.models``: feature_tower (the towers of ``recstack train``); sasrec_encoder,
+  gru4rec_encoder and history_query_tower (the query tower of next-item bundles).
 
 Any other module class plugs in by implementing the protocol
 
@@ -55,7 +56,9 @@ from ..core.registry import Registry
 from ..features.base import PreprocessingLayer, layer_from_config
 from ..layers.dense import _ACTIVATIONS, MLP, Dense
 from ..layers.embedding import Embedding
+from ..layers.sequence import GRU4RecEncoder, SASRecEncoder
 from .feature_tower import FeatureTower
+from .history_tower import HistoryQueryTower
 
 Config = dict[str, Any]
 _Encoder = Callable[[nn.Module], Config]
@@ -239,6 +242,12 @@ for _name, _act in (("relu", nn.ReLU), ("sigmoid", nn.Sigmoid), ("tanh", nn.Tanh
     _builtin(_name, _act, _defaults_only, lambda c, _a=_act: _a(), f"torch.nn.{_act.__name__}")
 
 register_tower(FeatureTower, name="feature_tower", aliases=("recstack.cli.feature_towers.FeatureTower",))
+# next-item bundles: the sequence encoders and the history -> query wrapper
+register_tower(SASRecEncoder, name="sasrec_encoder")
+register_tower(GRU4RecEncoder, name="gru4rec_encoder")
+TOWERS.register("history_query_tower", TowerCodec(
+    HistoryQueryTower, lambda m: {"encoder": tower_config(m.encoder)},
+    lambda c: HistoryQueryTower(tower_from_config(c["encoder"]))))
 
 
 # -- encode / decode ---------------------------------------------------------------------------------

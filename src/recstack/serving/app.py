@@ -2,7 +2,9 @@
 
 Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 
-    POST /v1/recommend                 one query or a batch: k, exclude_seen, allow, exclude
+    POST /v1/recommend                 one query or a batch: k, exclude_seen, allow, exclude;
+                                       next-item bundles: {"history": [...]} or a user id, keep_history
+                                       (:mod:`recstack.serving.history_http`)
     GET  /v1/items/{item_id}/similar   item-to-item (?k=10)
     POST /v1/predict                   ratings from the bundle's rating head
     GET  /healthz                      liveness (the process answers); HEAD too
@@ -37,6 +39,7 @@ from ..core.errors import ConfigError, DataError, RecstackError
 from ..core.version import __version__
 from .batching import RecommendBatcher
 from .fast_path import ROUTE, FastRecommend, recommend_content
+from .history_http import answer_history_request, check_not_history
 from .holder import BundleHolder
 from .middleware import GuardMiddleware, ServerMetrics
 from .query import Bundle, UnknownFieldError, UnknownItemError
@@ -78,14 +81,32 @@ def _decimal(value: Any) -> Any:
 
 PositiveQueryInt = Annotated[int, Field(ge=1), BeforeValidator(_decimal)]
 #: Type tags pydantic appends to the location of each failed branch of a union.
-_UNION_TAGS = {"str": "a string", "int": "an integer", "float": "a finite number", "bool": "a boolean"}
+_UNION_TAGS = {"str": "a string", "int": "an integer", "float": "a finite number", "bool": "a boolean",
+               "list": "a list of item ids"}
+
+
+def _query_value_errors(errors: list[Any]) -> list[tuple[list[str], Any]]:
+    """(location, error) with a query value's list branch (a next-item history) tagged "list";
+    where a list's elements are wrong, only those elements are reported (``query.history.0``),
+    not the scalar branches the list also failed."""
+    out = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        out.append(([("list" if p.startswith("list[") else p) for p in loc], err))
+    inner = {tuple(loc[:loc.index("list")]) for loc, _ in out if "list" in loc[:-1]}
+    kept = []
+    for loc, err in out:
+        if "list" in loc[:-1]:
+            kept.append(([p for p in loc if p != "list"], err))      # an element: query.history.0.str
+        elif not (tuple(loc[:-1]) in inner and loc[-1] in _UNION_TAGS):
+            kept.append((loc, err))
+    return kept
 
 
 def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     details: list[dict[str, Any]] = []
     unions: dict[str, dict[str, Any]] = {}
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+    for loc, err in _query_value_errors(list(exc.errors())):
         if len(loc) > 1 and loc[-1] in _UNION_TAGS:     # one message per value, not one per union branch
             where = ".".join(loc[:-1])
             entry = unions.get(where)
@@ -214,6 +235,9 @@ def create_app(bundle_or_dir: Bundle | str | os.PathLike, settings: ServerSettin
         check_list("allow", body.allow)
         check_list("exclude", body.exclude)
         bundle = holder.bundle                 # one snapshot for the whole request
+        if bundle.history is not None:         # a next-item bundle: histories / stored histories
+            return JSONResponse(run(lambda: answer_history_request(bundle, body, batch, settings)))
+        check_not_history(body, batch)
         recs = run(lambda: bundle.recommend(batch, k=body.k, exclude_seen=body.exclude_seen,
                                             allow=body.allow, exclude=body.exclude))
         metrics.queries.inc("recommend", amount=len(batch))  # type: ignore[attr-defined]

@@ -24,7 +24,8 @@ from ..core.id_lists import IdLists
 from ..features.feature_set import FeatureSet
 from .query import Bundle, SortedKeys
 from .bundle_index import open_index
-from .manifest import SEEN_FILES, read_manifest
+from .history import HistoryStore
+from .manifest import HISTORY_FILES, SEEN_FILES, read_manifest
 from .sandbox import BundleFiles, UnsafeBundleError
 from .weights import load_tower
 
@@ -72,9 +73,34 @@ def load_bundle(directory: str | os.PathLike, verify: bool = True, index: str | 
         head = None
         if manifest.get("rating_head"):
             head = load_tower(files, manifest["rating_head"]["config"], manifest["rating_head"]["weights"])
+        history = _load_history(files, manifest["history"], num) if manifest.get("history") else None
     except (KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"bundle {directory} has a malformed manifest or file: {exc!r}; re-export it.") from exc
-    return Bundle(Path(directory), manifest, query_fs, tower, identifiers, embeddings, idx, seen, head)
+    bundle = Bundle(Path(directory), manifest, query_fs, tower, identifiers, embeddings, idx, seen, head)
+    bundle.history = history
+    return bundle
+
+
+def _load_history(files: BundleFiles, info: Mapping[str, Any], num: int) -> HistoryStore:
+    """The stored histories and fallback ranking, shapes from the manifest, positions in range."""
+    users_name, indptr_name, items_name, pop_name = HISTORY_FILES
+    num_users, num_items = int(info["num_users"]), int(info["num_items"])
+    users = files.load_npy(users_name, expect=(num_users,), kinds="U")
+    indptr = files.load_npy(indptr_name, expect=(num_users + 1,), kinds="i").astype(np.int64)
+    items = files.load_npy(items_name, expect=(num_items,), kinds="i").astype(np.int64)
+    popularity = files.load_npy(pop_name, expect=(num,), kinds="f").astype(np.float32)
+    if indptr[0] != 0 or indptr[-1] != num_items or (np.diff(indptr) < 0).any():
+        raise UnsafeBundleError(f"bundle file {indptr_name} is not a valid row-offset array for {num_items} items; "
+                                "refusing the bundle.")
+    if num_items and (int(items.min()) < 0 or int(items.max()) >= num):
+        raise UnsafeBundleError(f"bundle file {items_name} holds positions outside the {num} candidates; "
+                                "refusing the bundle.")
+    if not np.isfinite(popularity).all():
+        raise UnsafeBundleError(f"bundle file {pop_name} holds non-finite values; refusing the bundle.")
+    max_length = int(info["max_length"])
+    if max_length < 1:
+        raise UnsafeBundleError(f"the manifest's history max_length must be >= 1; got {max_length}.")
+    return HistoryStore(SortedKeys(users), IdLists(indptr, items), popularity, max_length)
 
 
 def _load_seen(files: BundleFiles, info: Mapping[str, Any], num: int, mmap: bool) -> tuple[SortedKeys, IdLists]:

@@ -46,7 +46,7 @@ from ..models.serving_spec import ServingSpec, serving_spec
 from ..models.tower_codec import tower_config
 from .bundle_index import public_params, write_index
 from .inputs import input_names, raw_inputs, select, table_columns
-from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION, SEEN_FILES, manifest_digest
+from .manifest import BUNDLE_FORMAT, BUNDLE_VERSION, HISTORY_FILES, SEEN_FILES, manifest_digest
 from .weights import save_weights
 
 __all__ = ["export"]
@@ -71,6 +71,7 @@ def export(
     overwrite: bool = False,
     batch_size: int = 8192,
     extra: Mapping[str, Any] | None = None,
+    history: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a serving bundle for ``model`` to ``directory`` (atomically: a temp dir renamed into place).
 
@@ -94,6 +95,11 @@ def export(
             query-tower embeddings of up to 1000 known query ids (None: skip).
         overwrite: replace an existing bundle directory.
         extra: JSON metadata stored in the manifest under "extra".
+        history: for a next-item bundle (query tower: history of candidate positions + 1,
+            left-padded, e.g. :class:`~recstack.models.history_tower.HistoryQueryTower`):
+            ``{"max_length": L, "users": [U] str ids, "indptr": [U+1], "items": [n] candidate
+            positions in time order, "popularity": [C] float ranking of an empty history}``.
+            Written under ``history/`` and listed in the manifest's "history" section.
 
     Returns:
         the bundle directory.
@@ -151,6 +157,11 @@ def export(
             seen_info = _write_seen(tmp, seen, seen_key, candidate_key, ident)
             files += list(SEEN_FILES)
 
+        history_info = None
+        if history is not None:
+            history_info = _write_history(tmp, history, num)
+            files += list(HISTORY_FILES)
+
         head_info = None
         if spec.rating_head is not None:
             atomic_write_json(tmp / "rating_head.json", tower_config(spec.rating_head))
@@ -185,6 +196,7 @@ def export(
                            "embeddings": "candidates/embeddings.npy",
                            "identifier_dtype": "str" if ident.dtype.kind == "U" else "int"},
             "seen": seen_info,
+            "history": history_info,
             "rating_head": head_info,
             "index": {"dir": "index", "kind": built.kind, "is_exact": built.is_exact,
                       "params": public_params(built.kind, built.describe()["params"]),
@@ -295,6 +307,36 @@ def _write_seen(root: Path, seen: Any, seen_key: str, candidate_key: str, ident:
         np.save(root / name, array, allow_pickle=False)
     return {"query_field": seen_key, "item_field": candidate_key, "num_keys": int(uniq.shape[0]),
             "num_pairs": int(lists.ids.shape[0]), "dropped_unknown_items": int((~keep).sum())}
+
+
+def _write_history(root: Path, history: Mapping[str, Any], num: int) -> dict[str, Any]:
+    """history/{users,indptr,items,popularity}.npy: stored histories (CSR, time order) and the
+    empty-history ranking; checked here so a bundle never holds positions outside the catalogue."""
+    users = np.asarray(history["users"]).astype(str)
+    indptr = np.asarray(history["indptr"], dtype=np.int64)
+    items = np.asarray(history["items"], dtype=np.int64)
+    popularity = np.asarray(history["popularity"], dtype=np.float32)
+    max_length = int(history["max_length"])
+    if indptr.shape != (users.shape[0] + 1,) or indptr[0] != 0 or indptr[-1] != items.shape[0] \
+            or (np.diff(indptr) < 0).any():
+        raise DataError(f"history indptr must be [{users.shape[0] + 1}] non-decreasing offsets 0..{items.shape[0]}.")
+    if items.size and (items.min() < 0 or items.max() >= num):
+        raise DataError(f"history items must be candidate positions 0..{num - 1}.")
+    if popularity.shape != (num,) or not np.isfinite(popularity).all():
+        raise DataError(f"history popularity must be {num} finite numbers (one per candidate).")
+    if max_length < 1:
+        raise DataError(f"history max_length must be >= 1; got {max_length}.")
+    if pd.Index(users).duplicated().any():
+        raise DataError("history users must be unique.")
+    order = np.argsort(users, kind="stable")    # sorted keys: SortedKeys looks users up by bisection
+    lists = IdLists(indptr, items).take(order)
+    (root / "history").mkdir()
+    for name, array in zip(HISTORY_FILES, (users[order], lists.indptr.astype(np.int64),
+                                           lists.ids.astype(np.int64), popularity)):
+        np.save(root / name, array, allow_pickle=False)
+    user_field = str(history.get("user_field", "user_id"))
+    return {"max_length": max_length, "user_field": user_field, "num_users": int(users.shape[0]), "num_items": int(items.shape[0]),
+            "fallback": "popularity"}
 
 
 def _build_index(index: str | Index, options: Mapping[str, Any] | None, emb: np.ndarray) -> Index:

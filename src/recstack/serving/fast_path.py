@@ -52,7 +52,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ROUTE = "/v1/recommend"
-_FIELDS = frozenset({"query", "queries", "k", "exclude_seen", "allow", "exclude"})
+_FIELDS = frozenset({"query", "queries", "k", "exclude_seen", "allow", "exclude"})   # keep_history: FastAPI
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
 #: Encodes like starlette.responses.JSONResponse.render.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
@@ -216,7 +216,7 @@ class FastRecommend:
     async def _answer(self, call: RecommendCall) -> bytes | None:
         """The response body, or None to let the FastAPI path answer (errors, not ready)."""
         bundle = self.holder.current              # one snapshot for the whole request
-        if bundle is None:
+        if bundle is None or bundle.history is not None:   # next-item bundles: the FastAPI handler
             return None
         try:
             if self.batcher is not None and call.allow is None and call.exclude is None:

@@ -38,8 +38,10 @@ BUNDLE_FORMAT = "recstack.bundle"
 BUNDLE_VERSION = 2
 #: Seen-items arrays (CSR): fixed names inside the bundle.
 SEEN_FILES = ("seen/keys.npy", "seen/indptr.npy", "seen/indices.npy")
+#: Next-item bundles: stored histories (CSR, sorted user keys) and the empty-history ranking.
+HISTORY_FILES = ("history/users.npy", "history/indptr.npy", "history/items.npy", "history/popularity.npy")
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "SEEN_FILES", "UnsafeBundleError", "manifest_digest", "read_manifest",
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "HISTORY_FILES", "SEEN_FILES", "UnsafeBundleError", "manifest_digest", "read_manifest",
            "referenced_files", "validate_manifest", "verify_bundle"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

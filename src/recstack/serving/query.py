@@ -172,6 +172,7 @@ class Bundle:
         self.index = index
         self.rating_head = rating_head.eval() if rating_head is not None else None
         self._seen = seen
+        self.history: Any = None    # HistoryStore of a next-item bundle (set by load_bundle)
         self._exact = ExactSearch.for_index(index)            # request-path search, same results
         self._ident_lookup: SortedKeys | None = None          # built on first use (argsort of C ids)
         self._ident_lock = threading.Lock()

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 QueryValue = StrictStr | StrictInt | FiniteFloat
 ItemId = StrictStr | StrictInt
+#: A query value of a next-item bundle's ``history`` field: item ids, oldest first.
+QueryField = QueryValue | list[ItemId]
 
 
 class _Strict(BaseModel):
@@ -28,14 +30,18 @@ class _Strict(BaseModel):
 class RecommendRequest(_Strict):
     """One query (``query``) or a batch (``queries``); the same k and filters for all."""
 
-    query: dict[str, QueryValue] | None = Field(
-        None, description="Raw query fields, e.g. {\"user_id\": \"42\"}.", examples=[{"user_id": "42"}])
-    queries: list[dict[str, QueryValue]] | None = Field(
+    query: dict[str, QueryField] | None = Field(
+        None, description="Raw query fields, e.g. {\"user_id\": \"42\"}; for a next-item bundle "
+        "{\"history\": [item ids, oldest first]} or the user id whose stored history is used.",
+        examples=[{"user_id": "42"}, {"history": ["50", "172", "133"]}])
+    queries: list[dict[str, QueryField]] | None = Field(
         None, description="A batch of queries (at most the server's max_batch).")
     k: StrictInt = Field(10, ge=1, description="Items per query (at most the server's max_k).")
     exclude_seen: StrictBool = Field(True, description="Drop items the query key already interacted with.")
     allow: list[ItemId] | None = Field(None, description="Only these item ids may be returned.")
     exclude: list[ItemId] | None = Field(None, description="Item ids never to return.")
+    keep_history: StrictBool = Field(False, description="Next-item bundles: also return items of the history "
+                                                        "(by default they are excluded).")
 
     @model_validator(mode="after")
     def _one_of(self) -> "RecommendRequest":
@@ -45,7 +51,7 @@ class RecommendRequest(_Strict):
             raise ValueError('"queries" is empty; pass at least one query')
         return self
 
-    def batch(self) -> list[dict[str, QueryValue]]:
+    def batch(self) -> list[dict[str, QueryField]]:
         return [self.query] if self.query is not None else list(self.queries or [])
 
 
@@ -54,6 +60,9 @@ class Result(BaseModel):
     scores: list[float] = Field(description="Inner-product scores, descending.")
     cold_start: bool = Field(False, description="The query fell back to the out-of-vocabulary embedding.")
     oov_fields: list[str] = Field(default_factory=list, description="Query fields that were out of vocabulary.")
+    dropped: list[Any] | None = Field(None, description="Next-item bundles: history item ids not in the catalogue, "
+                                                        "left out of the history.")
+    history_length: int | None = Field(None, description="Next-item bundles: items of the history the answer used.")
 
 
 class RecommendResponse(BaseModel):

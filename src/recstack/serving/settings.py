@@ -21,6 +21,8 @@ class ServerSettings:
         max_k: largest k a request may ask for.
         max_batch: most queries in one /v1/recommend request.
         max_items: longest allow / exclude / predict item list.
+        max_history: longest history a next-item request may send (the model reads its latest
+            ``max_length`` items).
         max_body_bytes: larger request bodies get 413.
         reload_interval: seconds between checks for a new bundle (None: no hot reload).
         verify: re-hash bundle files on (re)load.
@@ -44,6 +46,7 @@ class ServerSettings:
     max_k: int = 1000
     max_batch: int = 256
     max_items: int = 10_000
+    max_history: int = 1000
     max_body_bytes: int = 1 << 20
     reload_interval: float | None = None
     verify: bool = True
