@@ -54,6 +54,7 @@ from .schema import (  # noqa: F401 (config is the schema's public face)
     TEST_METRICS,
     TasksConfig,
     TrainingConfig,
+    TuneConfig,
 )
 from .validation import describe, parse_dataclass
 
@@ -186,6 +187,6 @@ __all__ = [
     "BUILTIN_DATASETS", "ColumnsConfig", "DataConfig", "EarlyStoppingConfig", "NEXT_ITEM_PROTOCOLS", "NextItemConfig",
     "EvaluationConfig", "ExperimentConfig", "FeatureTableConfig", "FeaturesConfig", "ModelConfig",
     "OptimizerConfig", "OutputConfig", "PROTOCOLS", "RatingTaskConfig", "ReferenceConfig", "ReferenceVariant",
-    "RetrievalTaskConfig", "SplitConfig", "TEST_METRICS", "TasksConfig", "TrainingConfig", "dump_config",
+    "RetrievalTaskConfig", "SplitConfig", "TEST_METRICS", "TasksConfig", "TrainingConfig", "TuneConfig", "dump_config",
     "parse_config", "reference_metric_problem", "separator_problem", "setting", "wants_test_loss", "with_settings",
 ]

@@ -382,6 +382,42 @@ def long_tail_figure(train_counts: Sequence[float], recommended_counts: Sequence
     return _finish(fig, [left, right])
 
 
+def trials_figure(trials: Sequence[Mapping[str, Any]], metric: str, direction: str) -> bytes:
+    """A hyperparameter study (``recstack tune``): each completed trial's validation ``metric``
+    (dots), each pruned trial's last reported value (hollow), and the best value so far (a step
+    line; ``direction`` "maximize" or "minimize"). ``trials``: dicts with ``number``, ``state``
+    (COMPLETE, PRUNED, FAIL, ...), ``value`` and ``epoch_values`` ({epoch: value})."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH * 0.6, 3.8))
+    done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
+    pruned = [t for t in trials if t["state"] == "PRUNED" and t["epoch_values"]]
+    if done:
+        ax.plot([t["number"] for t in done], [t["value"] for t in done], "o", color=COLOURS[0],
+                label="completed trial")
+        best, xs, ys = None, [], []
+        for t in sorted(done, key=lambda t: t["number"]):
+            better = best is None or (t["value"] > best if direction == "maximize" else t["value"] < best)
+            best = t["value"] if better else best
+            xs.append(t["number"])
+            ys.append(best)
+        ax.step(xs, ys, where="post", color=COLOURS[1], label="best so far")
+    if pruned:
+        last = [t["epoch_values"][max(t["epoch_values"], key=int)] for t in pruned]
+        ax.plot([t["number"] for t in pruned], last, "o", mfc="none", color=COLOURS[7],
+                label="pruned trial (last epoch reported)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"Trials ({direction} validation {metric})", fontsize=10)
+    ax.grid(alpha=0.3)
+    if done or pruned:
+        ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
 __all__ = ["BASELINE_STYLE", "COLOURS", "Curves", "Lines", "REFERENCE_STYLE", "curve_figures", "family_label",
            "have_matplotlib", "long_tail_figure", "metric_bars", "metric_lines", "overlay_figures", "parse_metric",
-           "split_history"]
+           "split_history", "trials_figure"]

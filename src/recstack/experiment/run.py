@@ -46,6 +46,16 @@ STALL_ENV = "RECSTACK_DEBUG_STALL_EPOCH"
 
 
 # -- callbacks ------------------------------------------------------------------------------------------
+class _HistoryRecorder(Callback):
+    """Appends every epoch's logs (with what earlier callbacks added, e.g. next-item validation) to ``history``."""
+
+    def __init__(self, history: History):
+        self.history = history
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.history.append(epoch, dict(logs or {}))
+
+
 class RunRecorder(Callback):
     """After every epoch: extend the full history, rewrite history.csv/json, checkpoint every N epochs."""
 
@@ -228,37 +238,16 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
     ``run`` is None on the other ranks of a distributed run: they train their shards and stop.
     The callers record a failure in the run's status (:func:`_failure_recorded`).
     """
-    if config.training.threads:
-        torch.set_num_threads(config.training.threads)
-    kind = MODEL_KINDS.get(config.model.kind)
-    has_rating = "rating" in prepared.train
-    ctx = model_context(config, prepared.pre, prepared, has_rating, "weight" in prepared.train)
-    model = build_model(config, ctx).to(device)
-    train_cols = prepared.train.to(device)
-    val_cols = _validation_data(config, model, kind, prepared, device)
+    kind, model, train_cols, val_cols = _build(config, prepared, device)
     if run is None:  # another rank of a distributed run: train the shards, write nothing
         history = _fit(config, None, model, train_cols, val_cols, reporter, checkpoint) \
             if kind.gradient_trained else History()
         return TrainResult(Path("."), {}, history, model, config, prepared)
-    validation = _next_item_validation(config, run, model, kind, prepared, reporter, checkpoint)
+    validation = _next_item_validation(config, run.best, model, kind, prepared, reporter, checkpoint)
     tracker = start_tracking(config, run.root)
-    start = time.perf_counter()
-    if kind.gradient_trained:
-        history = _fit(config, run, model, train_cols, val_cols, reporter, checkpoint,
-                       [c for c in (validation, tracker) if c is not None])
-    else:
-        run.write_status("running", epoch=0, epochs=1)
-        history = model.fit(train_cols)
-        run.save_history(history)
-        if validation is not None:
-            validation.set_model(model)
-            validation.on_epoch_end(validation.freq, None)   # the closed form's one validation
-    train_seconds = time.perf_counter() - start
-    selected = validation is not None and validation.metric is not None and validation.best_state is not None
-    if selected and config.training.early_stopping.restore_best:
-        model.load_state_dict(validation.best_state)
-        reporter.info(f"model selection: the weights of epoch {validation.best_epoch} (best validation "
-                      f"{validation.metric} {validation.best:.4f})", best_epoch=validation.best_epoch)
+    history, train_seconds, selected = _train_and_select(
+        config, run, model, kind, train_cols, val_cols, validation, reporter, checkpoint,
+        [tracker] if tracker is not None else [])
     model.save_weights(run.model)
     metrics = evaluate_run(config, model, prepared.test.to(device), prepared.pre, prepared.seen_before_test,
                            config.evaluation.protocols, with_loss=wants_test_loss(config),
@@ -278,6 +267,85 @@ def _fit_and_finish(config: ExperimentConfig, run: RunDir | None, prepared: Prep
     _write_report(config, run, metrics, tracker, reporter)
     reporter.info(f"saved {run.root}", run_dir=str(run.root))
     return TrainResult(run.root, metrics, history, model, config, prepared)
+
+
+@dataclass
+class ValidationFit:
+    """A model trained by :func:`fit_for_validation`: its per-epoch logs (``history``, with the
+    ``val_*`` metrics), training seconds, and the next-item validation's selection (None for
+    other protocols) whose weights the model holds when ``selected``."""
+
+    model: Model
+    history: History
+    train_seconds: float
+    validation: NextItemValidation | None
+    selected: bool
+
+
+def fit_for_validation(config: ExperimentConfig, prepared: Prepared, reporter: Reporter,
+                       callbacks: list[Callback] | None = None) -> ValidationFit:
+    """Train ``config``'s model on ``prepared.train`` exactly as :func:`train` does (same model
+    building, seeds, ``fit`` options, per-epoch validation and model selection), with no run
+    folder and no test evaluation: ``prepared.test`` is never read. ``recstack tune`` scores its
+    trials with this.
+
+    ``callbacks`` see every epoch's logs after the validation metrics joined them (a gradient-
+    trained kind), or are called once with epoch 1 (a closed form). A closed form validates once.
+    """
+    device = resolve_device(config.device)
+    kind, model, train_cols, val_cols = _build(config, prepared, device)
+    validation = _next_item_validation(config, None, model, kind, prepared, reporter, None)
+    history, seconds, selected = _train_and_select(config, None, model, kind, train_cols, val_cols, validation,
+                                                   reporter, None, list(callbacks or []))
+    return ValidationFit(model, history, seconds, validation, selected)
+
+
+def _build(config: ExperimentConfig, prepared: Prepared, device: torch.device) -> tuple[Any, Model, Columns,
+                                                                                          Columns | None]:
+    """(kind, model, training columns, what ``fit`` validates on) of ``config`` on ``prepared``."""
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)
+    kind = MODEL_KINDS.get(config.model.kind)
+    ctx = model_context(config, prepared.pre, prepared, "rating" in prepared.train, "weight" in prepared.train)
+    model = build_model(config, ctx).to(device)
+    return kind, model, prepared.train.to(device), _validation_data(config, model, kind, prepared, device)
+
+
+def _train_and_select(config: ExperimentConfig, run: RunDir | None, model: Model, kind: Any, train_cols: Columns,
+                      val_cols: Columns | None, validation: NextItemValidation | None, reporter: Reporter,
+                      checkpoint: dict[str, Any] | None, callbacks: list[Callback]) -> tuple[History, float, bool]:
+    """Fit (gradient-trained: ``model.fit`` with ``validation`` before ``callbacks``; closed form: one
+    ``fit`` and one validation), then load the selected weights. Returns (history, training
+    seconds, whether a next-item selection chose the weights)."""
+    start = time.perf_counter()
+    if kind.gradient_trained:
+        history = _fit(config, run, model, train_cols, val_cols, reporter, checkpoint,
+                       [c for c in (validation, *callbacks) if c is not None])
+    else:
+        if run is not None:
+            run.write_status("running", epoch=0, epochs=1)
+        history = model.fit(train_cols)
+        logs = history.last()
+        if validation is not None:
+            validation.set_model(model)
+            validation.on_epoch_end(validation.freq, logs)   # the closed form's one validation
+        elif val_cols is not None:   # the Task metrics on the validation rows, as fit() logs them per epoch
+            val_logs = model.evaluate(val_cols, batch_size=config.evaluation.batch_size, distributed_data=False)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        history = History()
+        history.append(1, logs)
+        for callback in callbacks:
+            callback.set_model(model)
+            callback.on_epoch_end(1, dict(logs))
+        if run is not None:
+            run.save_history(history)
+    train_seconds = time.perf_counter() - start
+    selected = validation is not None and validation.metric is not None and validation.best_state is not None
+    if selected and config.training.early_stopping.restore_best:
+        model.load_state_dict(validation.best_state)
+        reporter.info(f"model selection: the weights of epoch {validation.best_epoch} (best validation "
+                      f"{validation.metric} {validation.best:.4f})", best_epoch=validation.best_epoch)
+    return history, train_seconds, selected
 
 
 def _write_report(config: ExperimentConfig, run: RunDir, metrics: dict[str, Any], tracker: MlflowTracker | None,
@@ -315,9 +383,11 @@ def _validation_data(config: ExperimentConfig, model: Model, kind: Any, prepared
     return rows.columns().to(device)
 
 
-def _next_item_validation(config: ExperimentConfig, run: RunDir, model: Model, kind: Any, prepared: Prepared,
-                          reporter: Reporter, checkpoint: dict[str, Any] | None) -> NextItemValidation | None:
-    """The per-epoch next-item validation (and model selection) of ``config``, or None."""
+def _next_item_validation(config: ExperimentConfig, best_path: Path | None, model: Model, kind: Any,
+                          prepared: Prepared, reporter: Reporter,
+                          checkpoint: dict[str, Any] | None) -> NextItemValidation | None:
+    """The per-epoch next-item validation (and model selection) of ``config``, or None; the best
+    weights are also written to ``best_path`` (None: kept in memory only)."""
     e = config.evaluation
     if e.validation_protocol not in NEXT_ITEM_PROTOCOLS or prepared.validation is None:
         return None
@@ -335,7 +405,7 @@ def _next_item_validation(config: ExperimentConfig, run: RunDir, model: Model, k
     select = stop is not None and kind.gradient_trained   # a closed form has one state: nothing to select
     return NextItemValidation(evaluate, config.training.validation_freq, reporter.info,
                               metric=stop.metric if select else None,
-                              patience=stop.patience if stop is not None else 0, best_path=run.best, prior=prior)
+                              patience=stop.patience if stop is not None else 0, best_path=best_path, prior=prior)
 
 
 def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols: Columns,
@@ -368,6 +438,8 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
         if os.environ.get(STALL_ENV):
             callbacks.append(_Stall(int(os.environ[STALL_ENV])))
         run.write_status("running", epoch=initial_epoch, epochs=t.epochs)
+    else:
+        callbacks.append(_HistoryRecorder(history))
     try:
         if initial_epoch < t.epochs:
             model.fit(training_source(model, train_cols), optimizer=optimizer, validation_data=val_cols,
@@ -408,4 +480,4 @@ def _describe_data(p: Prepared, reporter: Reporter) -> None:
                   f"/ test {rows['test']:,}", **p.info["rows"])
 
 
-__all__ = ["STALL_ENV", "TrainResult", "resume", "train"]
+__all__ = ["STALL_ENV", "TrainResult", "ValidationFit", "fit_for_validation", "resume", "train"]

@@ -290,6 +290,33 @@ class ReferenceConfig:
 
 
 @dataclass
+class TuneConfig:
+    """A hyperparameter search (``recstack tune``, :mod:`recstack.experiment.tuning`).
+
+    ``space`` maps dotted settings (the keys ``--set`` takes: ``optimizer.learning_rate``,
+    ``model.l2``) to a range ``{low, high}`` (``log: true`` samples log-uniformly, ``int: true``
+    integers, ``step`` a grid) or to ``{choices: [...]}``. Every trial trains with one sample
+    and is scored by ``metric`` (``ndcg_at_10``, ``recall_at_10``, ``mrr``, ...: a metric of
+    ``evaluation.validation_protocol`` with K in ``evaluation.ks``) on the validation split;
+    the test split is never evaluated. ``sampler``: ``tpe`` (Optuna's TPE; its first
+    ``startup_trials`` trials are random) or ``random``, seeded with ``seed`` (default: the
+    config's ``seed``). ``pruner: median`` stops a gradient-trained trial whose validation
+    metric after an epoch is worse than the median of earlier trials at that epoch (after
+    ``startup_trials`` finished trials and ``warmup_epochs`` epochs); ``none`` never prunes.
+    """
+
+    space: dict[str, dict[str, Any]]
+    metric: str = "ndcg_at_10"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    trials: int = 20
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "none"] = "median"
+    seed: int | None = None
+    startup_trials: int = 5
+    warmup_epochs: int = 1
+
+
+@dataclass
 class ExperimentConfig:
     """A whole experiment: data, split, features, model, tasks, optimizer, training, evaluation,
     and the published figures it reproduces (``reference``)."""
@@ -309,10 +336,14 @@ class ExperimentConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     reference: ReferenceConfig | None = None
+    tune: TuneConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (YAML/JSON-ready) with ``model`` flattened to ``{kind, **params}``."""
+        """Plain dict (YAML/JSON-ready) with ``model`` flattened to ``{kind, **params}``; without
+        ``tune`` when there is no search (a run's config.yaml does not grow a ``tune: null``)."""
         out = dataclasses.asdict(self)
         params = dataclasses.asdict(self.model.params) if dataclasses.is_dataclass(self.model.params) else {}
         out["model"] = {"kind": self.model.kind, **params}
+        if out.get("tune") is None:
+            out.pop("tune", None)
         return out
