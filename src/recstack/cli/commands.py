@@ -53,6 +53,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """``recstack tune CONFIG [--trials N] [--out DIR] [--set k=v ...]``: the study, then its trials table."""
+    from ..experiment.config_files import load_config
+    from ..experiment.tuning import search_space, table, tune
+
+    reporter = Reporter(args.progress)
+    config = load_config(args.config, args.overrides)
+    result = tune(config, reporter, out=args.out, trials=args.trials)
+    header, rows = table(result.trials, [p.key for p in search_space(config)])
+    text = f"Trials of {result.out} (validation {config.tune.metric}, {config.tune.direction}):\n"
+    text += format_table(header, rows)
+    if result.best is not None:
+        text += (f"\nbest: trial {result.best['number']}, validation {config.tune.metric} {result.best['value']:.4f}; "
+                 f"recstack train {result.out / 'best_config.yaml'} reproduces it")
+    else:
+        text += "\nno trial completed yet."
+    reporter.result(text, {"out": str(result.out), "best": result.best, "ran": result.ran,
+                           "trials": clean_json(result.trials)})
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """``recstack reproduce NAME``: ``recstack train NAME`` for a shipped config with a reference block."""
     from ..experiment.config_files import load_config, shipped_config

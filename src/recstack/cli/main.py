@@ -81,6 +81,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     train_options(p)
 
+    p = command("tune", "search hyperparameters on the validation split (Optuna), resumable",
+                commands.cmd_tune,
+                description="Train one trial per sample of the config's tune.space and score it on the validation "
+                            "split (never the test split); TPE sampling and median pruning by the validation metric "
+                            "of early epochs. Running the same command again continues the study. The folder gets "
+                            "study.json, trials.csv, trials.png and best_config.yaml (recstack train it to "
+                            "reproduce the best trial).",
+                epilog="the config's tune section, e.g.:\n"
+                       "  tune:\n"
+                       "    metric: ndcg_at_10\n"
+                       "    space:\n"
+                       "      optimizer.learning_rate: {low: 1.0e-4, high: 0.1, log: true}\n"
+                       "      model.embedding_dim: {choices: [32, 64, 128]}\n"
+                       "      training.epochs: {low: 5, high: 50, int: true}\n\n"
+                       "examples:\n"
+                       "  recstack tune my.yaml --trials 20\n"
+                       "  recstack tune ease --set split.validation_fraction=0.1 \\\n"
+                       "      --set 'tune.space={model.l2: {low: 10, high: 2000, log: true}}' --trials 6")
+    p.add_argument("config", metavar="CONFIG",
+                   help="a shipped config's name or a .yaml/.yml/.toml/.json file with a tune section")
+    p.add_argument("--trials", type=_positive_int, metavar="N",
+                   help="finished trials the study should have (default: tune.trials); earlier ones count")
+    p.add_argument("--out", metavar="DIR", help="the study's folder (default: output.runs_dir/NAME-tune)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. training.epochs=5 or tune.metric=recall_at_10 (repeatable)")
+    progress_option(p)
+
     p = command("configs", "list the configs shipped with recstack, or print one", commands.cmd_configs,
                 epilog="examples:\n  recstack configs\n  recstack configs my-ratings > my.yaml")
     p.add_argument("name", nargs="?", metavar="NAME", help="print this config's file (to copy and edit)")

@@ -627,7 +627,7 @@ def trials_csv(rows: list[dict[str, Any]], keys: list[str]) -> str:
 def table(rows: list[dict[str, Any]], keys: list[str]) -> tuple[list[str], list[list[Any]]]:
     """(header, rows) of the printed trials table."""
     header = ["trial", "state", "value", "seconds", *keys]
-    body = [[r["number"], r["state"].lower(), r["value"], None if r["seconds"] is None else round(r["seconds"], 1),
+    body = [[r["number"], r["state"].lower(), r["value"], None if r["seconds"] is None else f"{r['seconds']:.2f}",
              *(_short(r["params"][k]) if k in r["params"] else None for k in keys)] for r in rows]
     return header, body
 
