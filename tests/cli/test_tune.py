@@ -288,3 +288,23 @@ def test_two_tower_trials_report_every_epoch_and_bad_ones_are_pruned(write_confi
     history = json.loads((run.run_dir / "history.json").read_text())["history"]
     assert history["val_factorized_top_k/top_10_categorical_accuracy"][-1] == pytest.approx(
         result.best["value"], rel=1e-12)
+
+
+def test_next_item_trials_take_the_selected_epochs_value(write_config, workdir):
+    """Leave-one-out with model selection: a trial's value is the best epoch's validation metric,
+    which is what recstack train of best_config.yaml reports in metrics.json."""
+    from tests.cli.conftest import merge
+
+    raw = merge(TWO_TOWER, {"evaluation": {"protocols": ["next-item"], "validation_protocol": "next-item"},
+                            "training": {"epochs": 3, "early_stopping": {"metric": "ndcg_at_10"}},
+                            "tune": {"metric": "hr_at_5", "trials": 2, "pruner": "none"}})
+    raw["split"] = {"method": "leave-one-out"}
+    raw["tune"]["space"] = {"optimizer.learning_rate": {"low": 0.05, "high": 0.5, "log": True}}
+    result = tuning.tune(load_config(write_config(raw)), quiet(), out=workdir / "study")
+    assert [t["state"] for t in result.trials] == ["COMPLETE", "COMPLETE"]
+    for t in result.trials:
+        assert sorted(t["epoch_values"]) == ["1", "2", "3"]
+    run = train(load_config(result.out / "best_config.yaml"), quiet(), run_dir=workdir / "best-run")
+    assert run.metrics["validation"]["hr_at_5"] == pytest.approx(result.best["value"], rel=1e-12)
+    chosen = result.trials[result.best["number"]]
+    assert chosen["epoch_values"][str(run.metrics["best_epoch"])] == pytest.approx(result.best["value"], rel=1e-12)

@@ -161,7 +161,7 @@ def tune(config: ExperimentConfig, reporter: Reporter, out: str | Path | None = 
     def objective(trial: Any) -> float:
         settings = {p.key: p.suggest(trial) for p in space}
         trial_config = with_settings(base, settings)
-        data = _data_for(trial_config, data_cache, reporter)
+        data = _data_for(trial_config, data_cache)
         report = TrialReport(trial, key, prune=kind_prunes and t.pruner != "none")
         quiet = Reporter("quiet", out=io.StringIO(), err=io.StringIO())
         start = time.perf_counter()
@@ -207,7 +207,7 @@ def _data_key(config: ExperimentConfig) -> str:
     return json.dumps(dataclasses.asdict(config.features), sort_keys=True)
 
 
-def _data_for(config: ExperimentConfig, cache: dict[str, Prepared], reporter: Reporter) -> Prepared:
+def _data_for(config: ExperimentConfig, cache: dict[str, Prepared]) -> Prepared:
     """The prepared data of ``config``: reused while the features section is unchanged (the last one kept)."""
     key = _data_key(config)
     if key not in cache:
