@@ -96,7 +96,8 @@ def test_a_batch_of_history_queries(client):
     assert len(body["results"]) == 2
 
 
-@pytest.mark.parametrize("body, code", [
+#: Every 422 of the history endpoint: (body, error code). test_history_fast_path.py reuses it.
+INVALID_HISTORY_REQUESTS = [
     ('{"query": {"history": []}}', "invalid_history"),
     ('{"query": {"history": "m1"}}', "invalid_history"),
     ('{"query": {"history": [1.5]}}', "invalid_request"),
@@ -117,7 +118,14 @@ def test_a_batch_of_history_queries(client):
     ('{"query": {"history": ["m1"]}, "exclude": ["m2"]}', "not_supported"),
     ('{"query": {"history": ["m1"]}, "exclude_seen": false}', "not_supported"),
     ('{"query": {"history": ["m1"]}, "unknown": 1}', "invalid_request"),
-])
+    ('{"query": {"history": ["m1", 2.5]}}', "invalid_request"),
+    ('{"query": {"history": ["m1"]}, "queries": [{"user_id": "7"}]}', "invalid_request"),
+    ('{"queries": []}', "invalid_request"),
+    ('{"queries": [{"history": ["m1"]}, {"user_id": "nobody"}]}', "unknown_user"),
+]
+
+
+@pytest.mark.parametrize("body, code", INVALID_HISTORY_REQUESTS)
 def test_every_invalid_history_request_is_a_422(client, body, code):
     error(post(client, body), code)
 

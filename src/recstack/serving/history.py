@@ -92,9 +92,13 @@ def recommend_history(bundle: "Bundle", histories: Sequence[Sequence[Any] | None
         raise DataError(f"k must be an integer >= 1; got {k!r}.")
     k = min(int(k), bundle.num_candidates)
     rows, dropped = _rows(bundle, store, histories, users)
-    B, L = len(rows), store.max_length
+    B = len(rows)
+    lengths = np.fromiter((min(len(r), store.max_length) for r in rows), dtype=np.int64, count=B)
+    # Padded to the longest history of this batch, not to max_length: the encoders count
+    # positions from a row's first real item and treat padding as absent, so the queries are
+    # the same, and a 50-item history costs half the attention of a 100-wide window.
+    L = max(1, int(lengths.max()) if B else 1)
     padded = np.zeros((B, L), dtype=np.int64)
-    lengths = np.fromiter((min(len(r), L) for r in rows), dtype=np.int64, count=B)
     for b, r in enumerate(rows):          # request-sized (B queries), not the catalogue
         if lengths[b]:
             padded[b, L - lengths[b]:] = r[-lengths[b]:] + 1

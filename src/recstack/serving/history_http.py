@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .history import recommend_history
+from .history import HistoryRecommendation, recommend_history
 from .query import Bundle
 from .schemas import RecommendRequest
 from .settings import ApiError, ServerSettings
 
-__all__ = ["answer_history_request", "check_not_history"]
+__all__ = ["answer_history_request", "check_not_history", "history_content", "parse_history_query"]
 
 HISTORY_FIELD = "history"
 
@@ -45,8 +45,10 @@ def check_not_history(body: RecommendRequest, batch: list[dict[str, Any]]) -> No
                        "instead.", [{"field": "query", "message": "history not supported by this bundle"}])
 
 
-def _one(r: int, query: dict[str, Any], user_field: str, known_users: Any,
-         settings: ServerSettings) -> tuple[list[Any] | None, Any]:
+def parse_history_query(r: int, query: dict[str, Any], user_field: str, known_users: Any,
+                        settings: ServerSettings) -> tuple[list[Any] | None, Any]:
+    """(history, None) or (None, user id) for query ``r`` of a request (whose values the strict
+    schema has already checked); ApiError (422) for what a next-item query must not be."""
     where = f"query {r}" if r else "query"
     extra = sorted(set(query) - {HISTORY_FIELD, user_field})
     if extra:
@@ -95,9 +97,14 @@ def answer_history_request(bundle: Bundle, body: RecommendRequest, batch: list[d
                        [{"field": name, "message": "not supported"} for name in refused])
     store = bundle.history
     user_field = bundle.manifest["history"].get("user_field", "user_id")
-    parsed = [_one(r, q, user_field, store.users, settings) for r, q in enumerate(batch)]
+    parsed = [parse_history_query(r, q, user_field, store.users, settings) for r, q in enumerate(batch)]
     recs = recommend_history(bundle, [h for h, _ in parsed], k=body.k, users=[u for _, u in parsed],
                              keep_history=body.keep_history)
+    return history_content(bundle, recs)
+
+
+def history_content(bundle: Bundle, recs: list[HistoryRecommendation]) -> dict[str, Any]:
+    """The JSON document answering a next-item request (both request paths build it here)."""
     return {"results": [{"items": r.items, "scores": r.scores, "cold_start": r.fallback, "oov_fields": [],
                          "dropped": r.dropped, "history_length": r.history_length} for r in recs],
             "index": bundle.index.kind, "exact": True, "bundle": bundle.digest[:12]}
