@@ -59,6 +59,13 @@ def test_the_k_core_counts_the_rows_left_after_the_duplicates(tmp_path):
     assert len(load(data(tmp_path, rows, k_core=2, duplicates="keep-all"))[0].frame) == 6   # c's two rows count
 
 
+def test_min_rating_without_a_rating_column_is_a_data_error_from_the_api(tmp_path):
+    config = data(tmp_path, [("a", "x", 4.0)], min_rating=3)
+    config.columns = ColumnsConfig(user="u", item="i")
+    with pytest.raises(DataError, match="no rating column is mapped: set data.columns.rating"):
+        load(config)
+
+
 def test_no_filter_adds_nothing_to_the_stats(tmp_path):
     loaded, notes = load(data(tmp_path, [("a", "x", 1.0)]))
     assert "filters" not in loaded.stats and notes == []

@@ -115,6 +115,9 @@ def _apply_filters(df: pd.DataFrame, config: DataConfig, name: str, notify: Noti
     report: dict[str, Any] = {}
     if config.min_rating is not None:
         threshold = config.min_rating
+        if "rating" not in df:
+            raise DataError(f"data.min_rating {threshold:g} keeps the interactions rated >= it, but no rating column "
+                            "is mapped: set data.columns.rating, or remove data.min_rating.")
         keep = (df["rating"] >= threshold).to_numpy()
         if not keep.any():
             raise DataError(f"{name}: data.min_rating {threshold:g} keeps no interaction (the {len(df):,} ratings "
