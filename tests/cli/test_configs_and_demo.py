@@ -171,3 +171,39 @@ def test_the_ml1m_config_reads_movielens_1m_and_prints_the_published_figures(tmp
     assert "next-item/hr_at_10" in out and "0.2853" in out
     assert "this run changes model.max_length, training.epochs" in out
     assert json.loads((run / "data.json").read_text())["rows"]["test"] == 40
+
+
+def test_the_recbole_ml1m_config_filters_and_trains_on_movielens_1m_files(tmp_path, monkeypatch, capsys):
+    """ease-recbole-ml1m on files in ML-1M's formats, built so each filter bites: user 32 rated only 2s
+    and movie 23 only 1s (min_rating 3 drops them); user 31 has 5 ratings and movie 21 has 9 (the
+    10-core drops them in its first pass); movie 22's 12 ratings of exactly 3 stay."""
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "movies.dat").write_bytes("".join(f"{m}::Movie {m} (1990)::Drama\n" for m in range(1, 24))
+                                        .encode("latin-1"))
+    (folder / "users.dat").write_text("".join(f"{u}::M::25::4::0{u:04d}\n" for u in range(1, 33)))
+    rows = [(u, m, 4) for u in range(1, 31) for m in range(1, 21)]
+    rows += [(31, m, 5) for m in range(1, 6)] + [(32, m, 2) for m in range(1, 16)]
+    rows += [(u, 21, 5) for u in range(1, 10)] + [(u, 22, 3) for u in range(1, 13)]
+    rows += [(u, 23, 1) for u in range(1, 31)]
+    (folder / "ratings.dat").write_text("".join(f"{u}::{m}::{r}::{978300000 + t}\n"
+                                                for t, (u, m, r) in enumerate(rows)))
+    monkeypatch.setenv("RECSTACK_ML_1M_DIR", str(folder))
+    run = tmp_path / "run"
+    assert main(["train", "ease-recbole-ml1m", "--run-dir", str(run), "--progress", "quiet",
+                 "--set", "output.plots=false"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "Published (RecBole's EASE, ratings >= 3, 10-core" in out and "0.2139" in out and "0.2865" in out
+    data = json.loads((run / "data.json").read_text())
+    assert data["rows"]["read"] == 671 and data["rows"]["after_duplicates"] == 671
+    assert data["rows"]["after_filters"] == 612 and (data["users"], data["items"]) == (30, 21)
+    assert data["filters"]["min_rating"] == {"value": 3.0, "rows_dropped": 45, "users_dropped": 1,
+                                             "items_dropped": 1}
+    assert data["filters"]["k_core"] == {"k": 10, "passes": 2, "rows_dropped": 14, "users_dropped": 1,
+                                         "items_dropped": 1}
+    assert data["filters"]["total"] == {"rows_dropped": 59, "users_dropped": 2, "items_dropped": 2}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["protocols"]) == {"exclude-seen"}
+    assert 0 <= metrics["protocols"]["exclude-seen"]["factorized_top_k/recall_at_10"] <= 1
+    report = (run / "report.html").read_text()
+    assert "after filters" in report and "filter 10-core (2 passes): dropped 14 rows, 1 users, 1 items" in report

@@ -2,6 +2,7 @@
 and the per-user sequences of next-item recommendation (:mod:`recstack.datasets.sequences`; its global
 temporal protocol is exported as ``temporal_sequence_split``, beside the table split ``temporal_split``)."""
 
+from recstack.datasets.filters import KCore, k_core
 from recstack.datasets.download import extract_zip, fetch_verified, resolve_cache_dir
 from recstack.datasets.movielens import (
     GENRE_LABELS,
@@ -47,6 +48,7 @@ __all__ = [
     "EvalSequences",
     "GENRE_LABELS",
     "Histories",
+    "KCore",
     "ML_100K_SHA256",
     "ML_100K_URL",
     "ML_1M",
@@ -59,6 +61,7 @@ __all__ = [
     "build_histories",
     "extract_zip",
     "fetch_verified",
+    "k_core",
     "leave_last_out",
     "leave_one_out",
     "load_movielens_100k",

@@ -80,6 +80,12 @@ def check_values(c: ExperimentConfig, errors: list[str]) -> None:
          f"split.method {c.split.method!r} needs a timestamp column: set data.columns.timestamp")
     problem = separator_problem(c.data.csv_separator)
     need(problem is None, f"data.csv_separator: {problem}")
+    need(c.data.min_rating is None or c.data.columns.rating is not None,
+         f"data.min_rating: {c.data.min_rating:g} keeps the interactions rated >= it, but no rating column is "
+         "mapped: set data.columns.rating, or remove data.min_rating" if c.data.min_rating is not None else "")
+    need(c.data.k_core is None or c.data.k_core >= 1,
+         f"data.k_core: must be >= 1 (every kept user and item has at least this many interactions; null: no "
+         f"filter), got {c.data.k_core}")
     r = c.tasks.retrieval
     bounded = [
         bound("training.threads", c.training.threads, 0, MAX_THREADS, "more threads than cores only slow a run down"),

@@ -8,6 +8,10 @@ Policies (each one is reported with counts when it applies):
 
 * **Duplicate (user, item) rows**: ``data.duplicates`` = keep-last (default; last
   row of each pair in file order), keep-first, keep-all or error.
+* **Filters** (after the duplicates, RecBole 1.2.1's order): ``data.min_rating`` keeps the rows
+  rated >= it, then ``data.k_core`` keeps the k-core (:func:`recstack.datasets.k_core`); what each
+  dropped (rows, users, items) is in ``stats["filters"]``. A filter that leaves nothing is a
+  DataError saying which setting to relax.
 * **Feature tables**: missing categorical values become the category ''; missing numeric
   values the column mean; a repeated id keeps its first row.
 * **Empty splits** (train, validation or test): a DataError saying how to fix it.
@@ -23,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import DataError
-from ..datasets import leave_last_out, per_user_random_split, random_split, temporal_split
+from ..datasets import k_core, leave_last_out, per_user_random_split, random_split, temporal_split
 from ..datasets.sequences import build_histories
 from .config import DataConfig, FeatureTableConfig, SplitConfig
 from .tables import Notify, id_strings, numeric_column, read_source, require_columns, timestamp_column
@@ -66,6 +70,8 @@ def load_data(config: DataConfig, notify: Notify) -> InteractionData:
         out["weight"] = weight
     stats: dict[str, Any] = {"rows_read": len(out)}
     out = _handle_duplicates(out, config.duplicates, table.name, notify, stats)
+    stats["rows_after_duplicates"] = len(out)
+    out = _apply_filters(out, config, table.name, notify, stats)
     files = list(table.files)
     items = users = None
     if config.items is not None:
@@ -98,6 +104,59 @@ def _handle_duplicates(df: pd.DataFrame, policy: str, name: str, notify: Notify,
     notify(f"{what}: kept the {keep} row of each pair and removed {extra} (data.duplicates: {policy}).")
     stats["duplicate_rows_removed"] = extra
     return df.loc[~df.duplicated(["user", "item"], keep=keep).to_numpy()].reset_index(drop=True)
+
+
+def _apply_filters(df: pd.DataFrame, config: DataConfig, name: str, notify: Notify,
+                   stats: dict[str, Any]) -> pd.DataFrame:
+    """``data.min_rating``, then ``data.k_core``; ``stats["filters"]`` records what each dropped."""
+    if config.min_rating is None and config.k_core is None:
+        return df
+    start = {"rows": len(df), "users": int(df["user"].nunique()), "items": int(df["item"].nunique())}
+    report: dict[str, Any] = {}
+    if config.min_rating is not None:
+        threshold = config.min_rating
+        if "rating" not in df:
+            raise DataError(f"data.min_rating {threshold:g} keeps the interactions rated >= it, but no rating column "
+                            "is mapped: set data.columns.rating, or remove data.min_rating.")
+        keep = (df["rating"] >= threshold).to_numpy()
+        if not keep.any():
+            raise DataError(f"{name}: data.min_rating {threshold:g} keeps no interaction (the {len(df):,} ratings "
+                            f"range from {df['rating'].min():g} to {df['rating'].max():g}); lower data.min_rating "
+                            "or remove it.")
+        kept = df.loc[keep].reset_index(drop=True)
+        report["min_rating"] = {"value": threshold, **_dropped(df, kept)}
+        notify(f"{name}: data.min_rating {threshold:g} removed {len(df) - len(kept):,} interaction(s) rated below "
+               f"it; {len(kept):,} left.")
+        df = kept
+    if config.k_core is not None:
+        k = config.k_core
+        core = k_core(df["user"].to_numpy(), df["item"].to_numpy(), k)
+        if not core.keep.any():
+            most_user = int(df["user"].value_counts().max())
+            most_item = int(df["item"].value_counts().max())
+            after = f" rated >= {config.min_rating:g}" if config.min_rating is not None else ""
+            relax = "lower data.k_core" + (" or data.min_rating" if config.min_rating is not None else "")
+            raise DataError(f"{name}: data.k_core {k} leaves no interactions: removing the users and items with "
+                            f"fewer than {k} interactions among the {len(df):,} rows{after} removes them all "
+                            f"({core.passes} passes; before it the most any user had was {most_user}, any item "
+                            f"{most_item}); {relax}, or use more data.")
+        kept = df.loc[core.keep].reset_index(drop=True)
+        report["k_core"] = {"k": k, "passes": core.passes, **_dropped(df, kept)}
+        notify(f"{name}: data.k_core {k} removed {len(df) - len(kept):,} interaction(s), {core.users_dropped:,} "
+               f"user(s) and {core.items_dropped:,} item(s) in {core.passes} passes; {len(kept):,} interactions "
+               "left.")
+        df = kept
+    report["total"] = {"rows_dropped": start["rows"] - len(df),
+                       "users_dropped": start["users"] - int(df["user"].nunique()),
+                       "items_dropped": start["items"] - int(df["item"].nunique())}
+    stats["filters"] = report
+    return df
+
+
+def _dropped(before: pd.DataFrame, after: pd.DataFrame) -> dict[str, int]:
+    return {"rows_dropped": len(before) - len(after),
+            "users_dropped": int(before["user"].nunique()) - int(after["user"].nunique()),
+            "items_dropped": int(before["item"].nunique()) - int(after["item"].nunique())}
 
 
 def load_feature_table(config: FeatureTableConfig, separator: str, side: str,

@@ -68,11 +68,13 @@ def prepare(config: ExperimentConfig, reporter: Reporter, pre: Preprocessing | N
     frame = data.frame
     info = {
         "files": fingerprint(data.files),
-        "rows": {"read": data.stats["rows_read"], "after_duplicates": data.stats["rows"],
+        "rows": {"read": data.stats["rows_read"], "after_duplicates": data.stats["rows_after_duplicates"],
+                 **({"after_filters": data.stats["rows"]} if "filters" in data.stats else {}),
                  "train": len(splits.train), "validation": 0 if val_frame is None else len(val_frame),
                  "test": len(test_frame)},
         "duplicates": {"rows": data.stats.get("duplicate_rows", 0),
                        "removed": data.stats.get("duplicate_rows_removed", 0), "policy": config.data.duplicates},
+        **({"filters": data.stats["filters"]} if "filters" in data.stats else {}),
         "users": int(frame["user"].nunique()), "items": int(frame["item"].nunique()),
         "vocabulary": {"users": pre.num_users - 1, "items": pre.num_items - 1, "fitted_on": config.features.vocabulary},
         "cold_start": {"test_rows_unknown_user": int((test.get("user") == 0).sum()),

@@ -475,8 +475,8 @@ def _diverged_run(exc: DivergedError, config: ExperimentConfig, run: RunDir | No
 
 def _describe_data(p: Prepared, reporter: Reporter) -> None:
     rows = p.info["rows"]
-    reporter.info(f"data: {rows['after_duplicates']:,} interactions, {p.info['users']:,} users, "
-                  f"{p.info['items']:,} items; split train {rows['train']:,} / validation {rows['validation']:,} "
+    interactions = rows.get("after_filters", rows["after_duplicates"])
+    reporter.info(f"data: {interactions:,} interactions, {p.info['users']:,} users, {p.info['items']:,} items; split train {rows['train']:,} / validation {rows['validation']:,} "
                   f"/ test {rows['test']:,}", **p.info["rows"])
 
 

@@ -54,6 +54,17 @@ class DataConfig:
 
     ``duplicates`` says what to do with repeated (user, item) pairs: keep the last
     or first row of each pair (file order), keep all rows, or stop with an error.
+
+    Filters, applied after the duplicates in this order (RecBole 1.2.1's: by value, then by
+    interaction counts) and before the vocabulary and the split; the run's data.json records
+    what each one dropped:
+
+    * ``min_rating``: keep the interactions with rating >= this (needs ``columns.rating``;
+      RecBole's ``val_interval: {rating: "[3,inf)"}`` is ``min_rating: 3``).
+    * ``k_core``: repeatedly drop the users and the items with fewer than this many
+      interactions until every remaining user and item has at least that many (RecBole's
+      ``user_inter_num_interval`` / ``item_inter_num_interval: "[k,inf)"``;
+      :func:`recstack.datasets.k_core`).
     """
 
     interactions: str
@@ -62,6 +73,8 @@ class DataConfig:
     users: FeatureTableConfig | None = None
     duplicates: Literal["keep-last", "keep-first", "keep-all", "error"] = "keep-last"
     csv_separator: str = ","
+    min_rating: float | None = None
+    k_core: int | None = None
 
 
 @dataclass

@@ -96,11 +96,12 @@ def _data_section(c: RunContents) -> str:
     d = c.data
     rows = d.get("rows", {}) if isinstance(d.get("rows"), dict) else {}
     users, items = d.get("users"), d.get("items")
-    interactions = rows.get("after_duplicates")
+    interactions = rows.get("after_filters", rows.get("after_duplicates"))
     density = interactions / (users * items) if all(isinstance(x, int) and x for x in (users, items, interactions)) \
         else None
     dup = d.get("duplicates", {}) if isinstance(d.get("duplicates"), dict) else {}
-    cards = [("interactions read", rows.get("read")), ("after duplicates", interactions), ("users", users),
+    cards = [("interactions read", rows.get("read")), ("after duplicates", rows.get("after_duplicates")),
+             ("after filters", rows.get("after_filters")), ("users", users),
              ("items", items), ("density", f"{100 * density:.2f}%" if density is not None else "-"),
              ("train rows", rows.get("train")), ("validation rows", rows.get("validation")),
              ("test rows", rows.get("test")),
@@ -109,6 +110,16 @@ def _data_section(c: RunContents) -> str:
     notes = []
     if dup.get("policy"):
         notes.append(f"duplicates policy: {dup['policy']}")
+    filters = d.get("filters") if isinstance(d.get("filters"), dict) else {}
+    for key, what in (("min_rating", "rating >= {value:g}"), ("k_core", "{k}-core ({passes} passes)")):
+        step = filters.get(key)
+        if isinstance(step, dict):
+            try:
+                label = what.format(**step)
+            except (KeyError, ValueError, TypeError):
+                label = key
+            notes.append(f"filter {label}: dropped {step.get('rows_dropped')} rows, {step.get('users_dropped')} "
+                         f"users, {step.get('items_dropped')} items")
     cold = d.get("cold_start", {}) if isinstance(d.get("cold_start"), dict) else {}
     if cold:
         body += h.table(["cold start", "rows"], [(k.replace("_", " "), v) for k, v in cold.items()])
