@@ -76,7 +76,12 @@ def check_values(c: ExperimentConfig, errors: list[str]) -> None:
     need(c.features.text_max_tokens >= 3, f"features.text_max_tokens: must be >= 3, got {c.features.text_max_tokens}")
     need(c.features.text_max_length >= 1,
          f"features.text_max_length: must be >= 1, got {c.features.text_max_length}")
-    need(c.split.method == "random" or c.data.columns.timestamp is not None,
+    if c.split.method == "column" or c.data.columns.split is not None:
+        need(c.split.method == "column" and c.data.columns.split is not None,
+             "split.method: column reads each row's part from data.columns.split: set both (or neither)")
+        need(c.split.validation_fraction == 0, "split.validation_fraction: split.method column takes the validation "
+             "part from the split column's \"validation\" rows; remove split.validation_fraction")
+    need(c.split.method in ("random", "per-user-random", "column") or c.data.columns.timestamp is not None,
          f"split.method {c.split.method!r} needs a timestamp column: set data.columns.timestamp")
     problem = separator_problem(c.data.csv_separator)
     need(problem is None, f"data.csv_separator: {problem}")

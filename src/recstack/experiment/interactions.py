@@ -32,7 +32,9 @@ from ..datasets.sequences import build_histories
 from .config import DataConfig, FeatureTableConfig, SplitConfig
 from .tables import Notify, id_strings, numeric_column, read_source, require_columns, timestamp_column
 
-ROLES = ("user", "item", "rating", "timestamp", "weight")
+ROLES = ("user", "item", "rating", "timestamp", "weight", "split")
+#: The values of a split column (``split.method: column``).
+SPLIT_PARTS = ("train", "validation", "test")
 
 
 # -- interactions -------------------------------------------------------------------------------
@@ -68,6 +70,8 @@ def load_data(config: DataConfig, notify: Notify) -> InteractionData:
             raise DataError(f"{table.name}: column {mapping['weight']!r} (data.columns.weight) has {len(rows)} "
                             f"negative weight(s), first at {table.where(int(rows[0]))}; weights must be >= 0.")
         out["weight"] = weight
+    if "split" in mapping:
+        out["split"] = _split_column(table, mapping["split"])
     stats: dict[str, Any] = {"rows_read": len(out)}
     out = _handle_duplicates(out, config.duplicates, table.name, notify, stats)
     stats["rows_after_duplicates"] = len(out)
@@ -82,6 +86,19 @@ def load_data(config: DataConfig, notify: Notify) -> InteractionData:
         files += [f for f in user_files if f not in files]
     stats["rows"] = len(out)
     return InteractionData(out, items, users, files, stats)
+
+
+def _split_column(table: Any, column: str) -> np.ndarray:
+    """The split column's values as str, each one of :data:`SPLIT_PARTS`."""
+    values = table.frame[column].astype(str).str.strip().to_numpy()
+    bad = ~np.isin(values, SPLIT_PARTS)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        found = sorted(set(values[bad].tolist()))[:5]
+        raise DataError(f"{table.name}: column {column!r} (data.columns.split) holds {int(bad.sum())} value(s) other "
+                        f"than {', '.join(SPLIT_PARTS)}, first {values[first]!r} at {table.where(first)} "
+                        f"(other values: {found}); write each row's part as one of those words.")
+    return values
 
 
 def _handle_duplicates(df: pd.DataFrame, policy: str, name: str, notify: Notify,
@@ -210,6 +227,8 @@ def split_data(df: pd.DataFrame, config: SplitConfig) -> Splits:
         return leave_one_out_split(df)
     if config.method == "per-user-random":
         return per_user_random(df, config)
+    if config.method == "column":
+        return column_split(df)
     train, test = _split(df, config, config.train_fraction, config.seed, "test")
     validation = None
     if config.validation_fraction > 0:
@@ -248,6 +267,18 @@ def per_user_random(df: pd.DataFrame, config: SplitConfig) -> Splits:
         raise DataError(f"the test split is empty (per-user-random with ratios {list(config.ratios)} of {len(df)} "
                         "rows: every user has too few rows for a test row); use more data or a larger test ratio.")
     return Splits(train, validation, test)
+
+
+def column_split(df: pd.DataFrame) -> Splits:
+    """The parts the ``split`` column names (file order kept; the column itself dropped)."""
+    part = df["split"].to_numpy()
+    train, validation, test = (df.loc[part == name].drop(columns="split").reset_index(drop=True)
+                               for name in SPLIT_PARTS)
+    for name, frame in (("train", train), ("test", test)):
+        if len(frame) == 0:
+            raise DataError(f"the split column (data.columns.split) marks no row {name!r} among the {len(df)} rows "
+                            f"(after data filters and duplicates); every run needs {name} rows.")
+    return Splits(train, validation if len(validation) else None, test)
 
 
 def _split(df: pd.DataFrame, config: SplitConfig, fraction: float, seed: int,

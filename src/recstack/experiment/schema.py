@@ -35,6 +35,8 @@ class ColumnsConfig:
     rating: str | None = None
     timestamp: str | None = None
     weight: str | None = None
+    #: The part each row belongs to ("train", "validation" or "test"), for ``split.method: column``.
+    split: str | None = None
 
 
 @dataclass
@@ -95,9 +97,13 @@ class SplitConfig:
     rows, a part rounded down to none takes one from training while training keeps more than one
     (so a user with 2 rows has 1 train and 1 test row). ``train_fraction`` and
     ``validation_fraction`` do not apply to it.
+
+    ``column``: a split made elsewhere, read from the interactions table: the column mapped by
+    ``data.columns.split`` says of every row "train", "validation" or "test" (another toolkit's
+    split, a benchmark's official one). ``seed``, ``ratios`` and the fractions do not apply.
     """
 
-    method: Literal["random", "temporal", "leave-last-out", "leave-one-out", "per-user-random"] = "random"
+    method: Literal["random", "temporal", "leave-last-out", "leave-one-out", "per-user-random", "column"] = "random"
     train_fraction: float = 0.8
     validation_fraction: float = 0.0
     leave_out: int = 1
