@@ -70,7 +70,7 @@ def test_wrong_types_are_reported_with_their_path():
 def test_choices_and_ranges():
     message = errors_of(merge(BASE, {"split": {"method": "randm", "train_fraction": 1.5},
                                      "training": {"epochs": 0}}))
-    assert "split.method: must be one of 'random', 'temporal', 'leave-last-out', 'leave-one-out', 'per-user-random'; got 'randm' " \
+    assert "split.method: must be one of 'random', 'temporal', 'leave-last-out', 'leave-one-out', 'per-user-random', 'column'; got 'randm' " \
            "(did you mean 'random'?)" in message
     assert "split.train_fraction: must be in (0, 1), got 1.5" in message
     assert "training.epochs: must be >= 1, got 0" in message
