@@ -7,7 +7,8 @@ import RecBole anywhere). The benchmarks start it as a subprocess:
         benchmarks/peers/recbole_driver.py SPEC.json OUT.json
 
 SPEC.json: {"model": "SASRec", "dataset": "ml-100k", "config": {...RecBole config_dict...},
-"wall_cap_s": 2400, "threads": 1}. The dataset is RecBole's own copy shipped in its wheel
+"wall_cap_s": 2400, "threads": 1, "write_split": "split.csv" (optional: RecBole's train /
+validation / test rows as CSV, raw ids, for the other side to use)}. The dataset is RecBole's own copy shipped in its wheel
 (``recbole/dataset_example``) unless ``config.data_path`` says otherwise.
 
 RecBole's ``Trainer.fit`` runs unchanged (its early stopping on ``valid_metric``, its
@@ -33,6 +34,22 @@ class WallCap(Exception):
     """Raised at an epoch boundary once the wall-clock cap is spent."""
 
 
+def write_split(path: Path, dataset, train_data, valid_data, test_data) -> None:
+    """RecBole's split as CSV: user_id, item_id (raw tokens), part (train / validation / test), so
+    another toolkit can train and evaluate on exactly these rows."""
+    import pandas as pd
+
+    uid, iid = dataset.uid_field, dataset.iid_field
+    frames = []
+    for part, data in (("train", train_data), ("validation", valid_data), ("test", test_data)):
+        inter = data._dataset.inter_feat
+        frames.append(pd.DataFrame({"user_id": dataset.id2token(uid, inter[uid].numpy()),
+                                    "item_id": dataset.id2token(iid, inter[iid].numpy()), "part": part}))
+    tmp = path.with_suffix(".tmp")
+    pd.concat(frames).to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
 def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     import torch
@@ -55,6 +72,8 @@ def main(spec_path: str, out_path: str) -> None:
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    if spec.get("write_split"):
+        write_split(Path(spec["write_split"]), dataset, train_data, valid_data, test_data)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
