@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -58,3 +57,13 @@ def test_itemknn_is_evaluated_from_histories_on_the_next_item_protocol(workdir, 
 def test_a_bad_itemknn_param_exits_2_naming_the_key(write_config, capsys):
     assert main(["train", str(write_config({"model": {"kind": "itemknn", "k": 0}}))]) == 2
     assert "model.k: must be >= 1" in capsys.readouterr().err
+
+
+def test_the_shipped_config_trains_on_movielens_format_files(synthetic_ml100k, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECSTACK_DATA_DIR", str(synthetic_ml100k))
+    run = tmp_path / "run"
+    assert main(["train", "itemknn", "--run-dir", str(run), "--progress", "quiet", "--set", "output.plots=false"]) == 0, \
+        capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["protocols"]) == {"all-items", "exclude-seen"}
+    assert 0 < metrics["protocols"]["exclude-seen"]["factorized_top_k/recall_at_10"] <= 1
