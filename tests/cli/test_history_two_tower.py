@@ -57,9 +57,14 @@ def test_history_two_tower_trains_reloads_evaluates_and_recommends(workdir, writ
     top = torch.sort(scores, descending=True, stable=True).indices[:3] + 1
     assert [r["item"] for r in out["items"]] == [vocab[j] for j in top.tolist()]
     assert [r["score"] for r in out["items"]] == pytest.approx(scores[top - 1].tolist(), rel=1e-5)
-    # recommend --user reads the stored history.
+    # recommend --user reads the stored history; so does an exported bundle's query tower.
     assert main(["recommend", str(moved), "--user", "u3", "-k", "3", "--exclude-seen", "--format", "json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["items"]) == 3
+    assert main(["export", str(moved), str(workdir / "bundle")]) == 0
+    from recstack.serving import load_bundle
+
+    emb, _ = load_bundle(workdir / "bundle").query_embeddings([{"userId": "u3"}])
+    torch.testing.assert_close(torch.as_tensor(emb).float(), model.user_embeddings(pre.users(["u3"])))
 
 
 def test_history_two_tower_is_evaluated_from_histories_on_the_next_item_protocol(workdir, write_config, capsys):
