@@ -13,6 +13,11 @@ Adding a model to ``recstack train`` is one call::
 The kinds live in one :class:`recstack.core.registry.Registry`, ``MODEL_KINDS``
 (``MODEL_KINDS.get(name)``, ``MODEL_KINDS.names()``).
 
+Why over 500 lines: the contract, the context and the built-in non-sequential kinds (two_tower with
+its history option, popularity, EASE, AutoRec: params, checks, memory bounds, builders) are read
+together; the sequential and collaborative-filtering kinds already live in their own modules, and
+the next kind moved out should be two_tower (``two_tower_kind.py``).
+
 Builder contract
 ----------------
 ``builder(ctx, params)`` returns a :class:`recstack.Model` that
@@ -45,7 +50,9 @@ Every kind is evaluated by ``next-item`` (:mod:`recstack.experiment.next_item`):
 ``score_items(histories [B, L]) -> [B, V]`` ranks from the history (sequential kinds); a kind
 registered with ``history_query(model, histories: IdLists) -> [B, d]`` turns the user's earlier
 items into a query for ``item_embeddings`` (EASE: their multi-hot row); any other model scores
-the user, ``user_embeddings(users)``. Kinds registered with ``sequential=True`` read histories
+the user, ``user_embeddings(users)``. A kind whose models read histories in some configurations
+only (``two_tower`` with ``model.user_history``) registers ``history_query`` and gives its models a
+``reads_histories`` attribute; a model whose ``reads_histories`` is False scores users. Kinds registered with ``sequential=True`` read histories
 only: they implement ``score_items`` (and, for ``recommend --user``, read ``ctx.histories``)
 instead of ``user_embeddings``, and are evaluated with the next-item protocols only.
 
@@ -69,6 +76,7 @@ from ..core.id_lists import IdLists
 from ..core.registry import Registry
 from ..training.model import Model
 from .limits import (
+    MAX_SEQUENCE_LENGTH,
     MAX_TIME_BUCKETS,
     MAX_WIDTH,
     WIDTH_WHY,
@@ -210,6 +218,26 @@ class _NoParams:
 
 # -- built-in kinds --------------------------------------------------------------------------------
 @dataclass
+class UserHistoryParams:
+    """``model.user_history`` of ``two_tower``: the user tower also reads the user's training items.
+
+    ``pooling``: ``mean`` of their embeddings, or ``attention`` (softmax weights from a learned
+    query vector, over real positions only). ``max_length``: the latest items kept per user (by
+    timestamp when the data has one). ``use_id``: keep the user id embedding beside the pooled
+    history (false: a history-only tower, the same for known and new users). ``combine``:
+    ``concat`` (the history is a part of its own, so a tower without layer_sizes gets a Dense
+    projection) or ``sum`` (added to the id embedding). ``item_table``: ``shared`` pools the item
+    tower's id embeddings, ``own`` a table of its own.
+    """
+
+    pooling: Literal["mean", "attention"] = "mean"
+    max_length: int = 50
+    use_id: bool = True
+    combine: Literal["concat", "sum"] = "concat"
+    item_table: Literal["shared", "own"] = "shared"
+
+
+@dataclass
 class TwoTowerParams:
     """Hyperparameters of the generic feature-aware two-tower model.
 
@@ -221,6 +249,8 @@ class TwoTowerParams:
     which uses 1000); needs ``data.columns.timestamp``. 0 = no time feature.
     ``sparse_gradients``: user and item id embeddings get sparse gradients (a step touches only
     the batch's rows: for catalogues of 10^5+ items); needs l2 = 0 and optimizer adagrad or sgd.
+    ``user_history``: the user tower pools the user's history (:class:`UserHistoryParams`); null
+    = off. In training each example's own item is masked out of its user's history.
     """
 
     embedding_dim: int = 32
@@ -232,6 +262,7 @@ class TwoTowerParams:
     rating_layer_sizes: list[int] = field(default_factory=lambda: [64, 32])
     timestamp_buckets: int = 0
     sparse_gradients: bool = False
+    user_history: UserHistoryParams | None = None
 
 
 def check_two_tower(p: TwoTowerParams) -> list[str]:
@@ -243,6 +274,13 @@ def check_two_tower(p: TwoTowerParams) -> list[str]:
         problems.append(f"model.l2: must be >= 0, got {p.l2}")
     if p.sparse_gradients and p.l2:
         problems.append("model.sparse_gradients needs model.l2: 0 (the L2 penalty's gradient touches every row)")
+    h = p.user_history
+    if h is not None:
+        problems.append(bound("model.user_history.max_length", h.max_length, 1, MAX_SEQUENCE_LENGTH,
+                              "each user stores this many item ids; 20-200 is usual"))
+        if not h.use_id and h.combine == "sum":
+            problems.append("model.user_history.combine: 'sum' adds the history to the user id embedding, but "
+                            "use_id is false; use combine: concat (or use_id: true)")
     return [x for x in problems if x] + width_problems("model.layer_sizes", p.layer_sizes) + \
         width_problems("model.rating_layer_sizes", p.rating_layer_sizes)
 
@@ -264,6 +302,12 @@ def two_tower_memory(ctx: ModelContext, p: TwoTowerParams) -> MemoryEstimate:
         params += sum(a * b for a, b in zip(widths, widths[1:])) + spec.num_numeric * d
         tables += num_ids * (8 * len(spec.categorical_sizes) + 4 * spec.num_numeric
                              + (8 * spec.text_length if spec.text_vocab_size else 0))
+    h = p.user_history
+    if h is not None:   # its own item table (or none: shared), no user table without use_id, the history table
+        extra = (ctx.num_items if h.item_table == "own" else 0) - (0 if h.use_id else ctx.num_users)
+        rows += extra
+        params += extra * d + d + (d * max([d, *p.layer_sizes[:1]]) if h.combine == "concat" and h.use_id else 0)
+        tables += 8 * ctx.num_users * h.max_length
     return MemoryEstimate(16 * params + tables,
                           f"{rows:,} embedding rows (ids and feature values) x embedding_dim {d}, float32, with "
                           "gradients and optimizer state")
@@ -287,12 +331,27 @@ def build_two_tower(ctx: ModelContext, p: TwoTowerParams) -> Model:
                           "column; map one with data.columns.timestamp or set model.timestamp_buckets: 0.")
     user_spec = ctx.user_features if p.use_user_features else FeatureSpec()
     item_spec = ctx.item_features if p.use_item_features else FeatureSpec()
+    h = p.user_history
+    history: dict[str, Any] = {} if h is None else {
+        "history_items": ctx.num_items, "history_length": h.max_length, "history_pooling": h.pooling,
+        "history_combine": h.combine, "use_id": h.use_id}
     towers = []
-    for num_ids, spec, buckets in ((ctx.num_users, user_spec, p.timestamp_buckets), (ctx.num_items, item_spec, 0)):
+    for num_ids, spec, buckets, extra in ((ctx.num_users, user_spec, p.timestamp_buckets, history),
+                                          (ctx.num_items, item_spec, 0, {})):
         towers.append(FeatureTower(num_ids, p.embedding_dim, spec.categorical_sizes, spec.num_numeric,
                                    spec.text_vocab_size, spec.text_length, p.layer_sizes, p.activation, p.l2,
-                                   timestamp_buckets=buckets, sparse_gradients=p.sparse_gradients))
+                                   timestamp_buckets=buckets, sparse_gradients=p.sparse_gradients, **extra))
     query, candidate = towers
+    if h is not None:
+        if h.item_table == "shared":
+            assert query.history is not None and candidate.id_embedding is not None
+            query.history.share_embedding(candidate.id_embedding)
+        if ctx.train is not None:
+            from ..models.user_history import latest_items_table
+
+            times = ctx.train["timestamp"] if "timestamp" in ctx.train else None
+            query.set_history_table(latest_items_table(ctx.train["user"], ctx.train["item"], times,
+                                                       ctx.num_users, h.max_length))
     if p.timestamp_buckets and ctx.timestamps is not None:
         query.fit_timestamps(ctx.timestamps)
     if ctx.feature_tables is not None:
@@ -374,6 +433,16 @@ def ease_history_query(model: Model, histories: IdLists) -> torch.Tensor:
     return x
 
 
+def two_tower_history_query(model: Model, histories: IdLists) -> torch.Tensor:
+    """[B, d] the user tower's queries of the histories' latest ``max_length`` items, as for a user
+    unseen in training (id 0); only for ``model.user_history`` (see ``reads_histories``)."""
+    from ..models.user_history import padded_latest
+
+    tower = model.query_tower
+    return model.history_query_embeddings(padded_latest(histories, tower.history_length,
+                                                        tower.history.embedding.num_embeddings))
+
+
 def _baseline_kwargs(ctx: ModelContext) -> dict[str, Any]:
     return {"candidate_ids": ctx.catalogue, "exclude": ctx.exclude, "user_column": "user", "item_column": "item",
             "query_key": "query_key", "ks": ctx.ks}
@@ -453,7 +522,7 @@ def build_autorec(ctx: ModelContext, p: AutoRecParams) -> Model:
 
 register_model_kind("two_tower", build_two_tower, TwoTowerParams,
                     "two-tower retrieval over id embeddings + optional user/item features (rating head optional)",
-                    check=check_two_tower, memory=two_tower_memory)
+                    check=check_two_tower, memory=two_tower_memory, history_query=two_tower_history_query)
 register_model_kind("popularity", build_popularity, PopularityParams,
                     "most-interacted items first (closed form)", gradient_trained=False,
                     memory=lambda ctx, p: MemoryEstimate(8 * ctx.num_items, f"{ctx.num_items:,} float64 counts"),
@@ -465,5 +534,5 @@ register_model_kind("autorec", build_autorec, AutoRecParams,
                     check=check_autorec, memory=autorec_memory)
 
 __all__ = ["AutoRecParams", "EASEParams", "FeatureSpec", "HistoryQuery", "MODEL_KINDS", "ModelContext", "ModelKind",
-           "PopularityParams", "TwoTowerParams", "ease_history_query", "popularity_history_query",
-           "register_model_kind"]
+           "PopularityParams", "TwoTowerParams", "UserHistoryParams", "ease_history_query",
+           "popularity_history_query", "register_model_kind", "two_tower_history_query"]

@@ -9,8 +9,9 @@ among sampled items only. The ranking rules are those of
 score of it is a miss), so every kind is compared on one protocol:
 
 * sequential kinds (``score_items``) read the history's last ``max_length`` items;
-* a kind with a ``history_query`` (EASE, popularity) turns all of the history's items into a
-  query for its item embeddings;
+* a kind with a ``history_query`` (EASE, popularity, two_tower with ``model.user_history``) turns
+  the history's items into a query for its item embeddings (a history two-tower: its latest
+  ``max_length`` items, as for a user unseen in training);
 * other kinds (two-tower) score the user: their user x item scores (with the held-out row's
   timestamp when the user tower uses time).
 
@@ -78,12 +79,14 @@ class HistoryScorer:
     def __init__(self, model: Model, kind: ModelKind, num_items: int):
         self.model, self.kind, self.num_items = model, kind, int(num_items)
         self.direct = callable(getattr(model, "score_items", None))
+        # A kind may read histories in some configurations only (see the model-kinds contract).
+        self.history_query = kind.history_query if getattr(model, "reads_histories", True) else None
         self._items: torch.Tensor | None = None
 
     @property
     def reads_histories(self) -> bool:
         """Whether the scores depend on the history (else on the user only)."""
-        return self.direct or self.kind.history_query is not None
+        return self.direct or self.history_query is not None
 
     @property
     def max_length(self) -> int:
@@ -104,8 +107,8 @@ class HistoryScorer:
         device = model_device(model)
         if self.direct:
             return model.score_items(history.to(device))
-        if self.kind.history_query is not None:
-            queries = self.kind.history_query(model, seen)
+        if self.history_query is not None:
+            queries = self.history_query(model, seen)
         elif batch is not None and callable(getattr(model, "query_embeddings", None)):
             queries = model.query_embeddings({k: v.to(device) for k, v in batch.items()})
         else:

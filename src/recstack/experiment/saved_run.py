@@ -131,7 +131,8 @@ def recommend(loaded: LoadedRun, user: str | None = None, k: int = 10, exclude_s
       are left out of the result unless ``keep_history``. An unknown user has an empty history
       (popularity). Other kinds score the user's embedding (an unknown user gets the unknown-user,
       cold-start embedding) and leave out the user's earlier items only with ``exclude_seen``.
-    * ``history`` (kinds that read histories: the sequential ones, EASE, popularity): ids not in the
+    * ``history`` (kinds that read histories: the sequential ones, EASE, popularity, multvae, two_tower
+      with ``model.user_history``, which queries as for a user unseen in training): ids not in the
       run's catalogue are dropped and listed under ``"unknown"`` (``"history"`` lists the ones used;
       ``"known"`` is False when none is left: the ranking of an empty history); the used ones are
       left out of the result unless ``keep_history``.
@@ -143,9 +144,9 @@ def recommend(loaded: LoadedRun, user: str | None = None, k: int = 10, exclude_s
         raise UsageError("recommend takes a user id or a history, not both (nor neither).")
     if history is not None:
         if not scorer.reads_histories:
-            raise UsageError(f"model kind {kind.name!r} scores users, not histories: recommend --history needs a "
-                             "kind that reads them (sasrec, gru4rec, transitions, ease, popularity, multvae); "
-                             "use --user.")
+            raise UsageError(f"this {kind.name!r} run scores users, not histories: recommend --history needs a "
+                             "kind that reads them (sasrec, gru4rec, transitions, ease, popularity, multvae, or "
+                             "two_tower trained with model.user_history); use --user.")
         raw = [str(x) for x in history]
         ids = pre.items(raw)
         unknown = [r for r, i in zip(raw, ids.tolist()) if i == 0]

@@ -3,6 +3,7 @@ encoders (SASRec-, GRU4Rec-style)."""
 
 from .dense import MLP, Dense, make_activation
 from .embedding import Embedding, MaskedMeanEmbedding
+from .history_pooling import HistoryPooling
 from .retrieval_loss import (
     hard_negative_mining,
     remove_accidental_hits,
@@ -12,7 +13,7 @@ from .retrieval_loss import (
 from .sequence import GRU4RecEncoder, SASRecEncoder, SequenceEncoder, SequenceInput
 
 __all__ = [
-    "Dense", "Embedding", "GRU4RecEncoder", "MLP", "MaskedMeanEmbedding", "SASRecEncoder", "SequenceEncoder",
+    "Dense", "Embedding", "GRU4RecEncoder", "HistoryPooling", "MLP", "MaskedMeanEmbedding", "SASRecEncoder", "SequenceEncoder",
     "SequenceInput", "make_activation", "hard_negative_mining", "remove_accidental_hits",
     "sampling_probability_correction", "softmax_retrieval_loss",
 ]

@@ -6,7 +6,10 @@ persistent buffers indexed by the same id, so a batch only carries ``user``
 and ``item`` columns and the saved ``state_dict`` holds everything a
 recommendation needs::
 
-    parts  = [E_id[i]]                                         (d)
+    parts  = [E_id[i]]                                         (d, unless use_id is False)
+           + [pool_t E_item[H[i, t]]]                          (d, if history_items: the user's
+                                                                latest items H, mean or attention;
+                                                                summed into E_id[i] with "sum")
            + [E_cat_j[C[i, j]] for each categorical column j]  (d each)
            + [W_num N[i] + b]                                  (d, if numeric columns)
            + [masked mean_t E_tok[T[i, t]]]                    (d, if a text column)
@@ -33,7 +36,7 @@ from ..layers.candidates import TowerCandidates
 from ..core.columns import Batch
 from ..core.errors import ConfigError, DataError, ShapeError
 from ..core.exclusions import Exclusions
-from ..layers import MLP, Dense, Embedding, MaskedMeanEmbedding
+from ..layers import MLP, Dense, Embedding, HistoryPooling, MaskedMeanEmbedding
 from ..layers.time_context import TimestampFeatures
 from ..metrics import FactorizedTopK, RootMeanSquaredError
 from .two_tower import TwoTowerRetrieval, batch_candidates, distinct_rows, global_batch_loss
@@ -58,26 +61,56 @@ class FeatureTower(nn.Module):
         timestamp_buckets: add the interaction time as context (the TFRS deep-retrieval query
             tower): :class:`~recstack.layers.time_context.TimestampFeatures` with this many
             equal-width boundaries, fitted with :meth:`fit_timestamps`. 0 = no time feature.
+        history_items: a user tower that reads the user's history: the item id space V of a
+            :class:`~recstack.layers.HistoryPooling` over ``history_table`` (a [num_ids,
+            history_length] buffer of item ids, 0 = padding, filled by :meth:`set_history_table`).
+            0 = no history.
+        history_length: items kept per user (the table's width).
+        history_pooling: "mean" or "attention".
+        history_combine: "concat" (the pooled history is a part of its own) or "sum" (added to the
+            id embedding: one part, so a tower without features and layers stays d wide, no projection).
+        use_id: embed the id itself (False: a history-only user tower, no id table).
 
     Input LongTensor [B] of ids (and, with timestamp_buckets, timestamps [B]; without them
-    the latest fitted timestamp stands for "now") -> [B, output_dim].
+    the latest fitted timestamp stands for "now") -> [B, output_dim]. A history tower also takes
+    ``histories`` [B, L] (item ids to pool instead of the stored rows of ``ids``, e.g. a new user's)
+    and ``exclude_items`` [B] (an item per row left out of its pooled history: a training example's
+    own item, so the tower cannot learn to copy it).
     """
 
     def __init__(self, num_ids: int, embedding_dim: int = 32, categorical_sizes: Sequence[int] = (),
                  num_numeric: int = 0, text_vocab_size: int = 0, text_length: int = 0,
                  layer_sizes: Sequence[int] = (), activation: str = "relu", l2: float = 0.0,
-                 timestamp_buckets: int = 0, sparse_gradients: bool = False):
+                 timestamp_buckets: int = 0, sparse_gradients: bool = False, history_items: int = 0,
+                 history_length: int = 0, history_pooling: str = "mean", history_combine: str = "concat",
+                 use_id: bool = True):
         super().__init__()
         self.config = {"num_ids": int(num_ids), "embedding_dim": int(embedding_dim),
                        "categorical_sizes": [int(n) for n in categorical_sizes], "num_numeric": int(num_numeric),
                        "text_vocab_size": int(text_vocab_size), "text_length": int(text_length),
                        "layer_sizes": [int(n) for n in layer_sizes], "activation": activation, "l2": float(l2),
                        "timestamp_buckets": int(timestamp_buckets), "sparse_gradients": bool(sparse_gradients)}
+        if history_items:   # only then: configs saved before the history option keep their keys
+            self.config.update({"history_items": int(history_items), "history_length": int(history_length),
+                                "history_pooling": history_pooling, "history_combine": history_combine,
+                                "use_id": bool(use_id)})
         if sparse_gradients and l2:
             raise ConfigError("sparse_gradients needs l2 = 0: the L2 penalty's gradient touches every row.")
+        if not use_id and not history_items:
+            raise ConfigError("use_id=False needs history_items > 0: the tower would have no input.")
+        if history_items and history_length < 1:
+            raise ConfigError(f"history_length must be >= 1 with a history; got {history_length}.")
+        if history_combine not in ("concat", "sum"):
+            raise ConfigError(f"history_combine must be 'concat' or 'sum'; got {history_combine!r}.")
         d = int(embedding_dim)
         # Created first, so a feature-less tower initialises exactly like a lone Embedding.
-        self.id_embedding = Embedding(num_ids, d, l2=l2, sparse=bool(sparse_gradients))
+        self.id_embedding = Embedding(num_ids, d, l2=l2, sparse=bool(sparse_gradients)) if use_id else None
+        self.history = (HistoryPooling(int(history_items), d, history_pooling, l2=l2, sparse=bool(sparse_gradients))
+                        if history_items else None)
+        self.history_combine = history_combine
+        if self.history is not None:
+            # The stored histories, indexed by id; persistent so a saved run queries without the data.
+            self.register_buffer("history_table", torch.zeros(num_ids, int(history_length), dtype=torch.long))
         self.categorical = nn.ModuleList(Embedding(int(n), d, l2=l2) for n in categorical_sizes)
         self.numeric = Dense(num_numeric, d, l2=l2) if num_numeric else None
         self.text = MaskedMeanEmbedding(text_vocab_size, d, l2=l2) if text_vocab_size else None
@@ -87,8 +120,9 @@ class FeatureTower(nn.Module):
         self.register_buffer("text_table", torch.zeros(num_ids, int(text_length) if text_vocab_size else 0,
                                                        dtype=torch.long))
         self.time = TimestampFeatures(int(timestamp_buckets), d, l2=l2) if timestamp_buckets else None
-        num_parts = (1 + len(self.categorical) + (self.numeric is not None) + (self.text is not None)
-                     + (self.time is not None))
+        history_part = self.history is not None and not (history_combine == "sum" and use_id)
+        num_parts = (int(use_id) + history_part + len(self.categorical) + (self.numeric is not None)
+                     + (self.text is not None) + (self.time is not None))
         width = num_parts * d + (self.time is not None)   # the time part adds the normalised value
         if layer_sizes:
             self.head: nn.Module = MLP(width, list(layer_sizes), activation=activation, l2=l2)
@@ -111,14 +145,41 @@ class FeatureTower(nn.Module):
                 raise ShapeError(f"{name} must have shape {tuple(current.shape)}; got {tuple(value.shape)}.")
             current.copy_(value.to(current.dtype))
 
+    @property
+    def history_length(self) -> int:
+        """Items of history read per user (0: not a history tower)."""
+        return int(self.history_table.shape[1]) if self.history is not None else 0
+
+    def set_history_table(self, table: torch.Tensor) -> None:
+        """Store the users' histories: [num_ids, history_length] item ids, 0 = padding (see
+        :func:`recstack.models.user_history.latest_items_table`)."""
+        if self.history is None:
+            raise ConfigError("this tower reads no history (history_items = 0).")
+        if tuple(table.shape) != tuple(self.history_table.shape):
+            raise ShapeError(f"history_table must have shape {tuple(self.history_table.shape)}; got "
+                             f"{tuple(table.shape)}.")
+        self.history_table.copy_(table.long())
+
     def fit_timestamps(self, timestamps: torch.Tensor) -> None:
         """Fit the time feature's buckets and normalisation (no-op without timestamp_buckets)."""
         if self.time is not None:
             self.time.fit(timestamps)
 
-    def forward(self, ids: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, timestamps: torch.Tensor | None = None, *,
+                histories: torch.Tensor | None = None, exclude_items: torch.Tensor | None = None) -> torch.Tensor:
         ids = ids.long()
-        parts = [self.id_embedding(ids)]
+        parts = [] if self.id_embedding is None else [self.id_embedding(ids)]
+        if self.history is not None:
+            items = self.history_table[ids] if histories is None else histories.long()
+            if exclude_items is not None:                              # [B, L]: every copy of the row's item
+                items = items.masked_fill(items == exclude_items.long().view(-1, 1), 0)
+            pooled = self.history(items)
+            if self.history_combine == "sum" and parts:
+                parts[0] = parts[0] + pooled
+            else:
+                parts.append(pooled)
+        elif histories is not None:
+            raise ShapeError("this tower reads no history; histories= needs a tower built with history_items.")
         if len(self.categorical):
             codes = self.categorical_table[ids]                            # [B, n_cat]
             parts.extend(emb(codes[:, j]) for j, emb in enumerate(self.categorical))
@@ -199,14 +260,34 @@ class FeatureTwoTower(TwoTowerRetrieval):
             self.rating_head = None
             self.rating_task = None
 
-    def query_embeddings(self, batch: Batch) -> torch.Tensor:
-        """[B, d] queries of a batch: the user, and the row's timestamp when the tower uses time."""
+    @property
+    def reads_histories(self) -> bool:
+        """Whether the user tower pools the user's history (``model.user_history``): then the kind's
+        ``history_query`` turns any history, a new user's too, into a query."""
+        return self.query_tower.history is not None
+
+    def query_embeddings(self, batch: Batch, exclude_target: bool = False) -> torch.Tensor:
+        """[B, d] queries of a batch: the user, and the row's timestamp when the tower uses time.
+
+        ``exclude_target``: a history tower leaves each row's own ``item`` out of the user's pooled
+        history (training: the example's item must not be an input of its own query)."""
+        exclude = batch["item"] if exclude_target and self.query_tower.history is not None else None
         if self.query_tower.time is None:
-            return self.query_tower(batch["user"])
+            return self.query_tower(batch["user"], exclude_items=exclude)
         if "timestamp" not in batch:
             raise ShapeError("this model's user tower uses the interaction time (model.timestamp_buckets) but "
                              "the batch has no 'timestamp' column; map one with data.columns.timestamp.")
-        return self.query_tower(batch["user"], batch["timestamp"])
+        return self.query_tower(batch["user"], batch["timestamp"], exclude_items=exclude)
+
+    def history_query_embeddings(self, histories: torch.Tensor) -> torch.Tensor:
+        """[B, L] item ids (0 = padding) -> [B, d]: the query of a user known only by these items (the
+        unknown-user id 0, whose id embedding is the cold-start one; the latest fitted time)."""
+        if self.query_tower.history is None:
+            raise ConfigError("this two-tower model's user tower reads no history; train it with "
+                              "model.user_history to query by history.")
+        device = self.query_tower.history_table.device
+        ids = torch.zeros(histories.shape[0], dtype=torch.long, device=device)
+        return self.query_tower(ids, histories=histories.to(device))
 
     # The factorized-model contract used for evaluation, recommend and similar.
     def user_embeddings(self, users: torch.Tensor) -> torch.Tensor:
@@ -245,7 +326,7 @@ class FeatureTwoTower(TwoTowerRetrieval):
         # Item towers read only the item id (features come from per-item tables), so the tower runs
         # once per distinct item and the loss scores distinct items with their multiplicities.
         # Across ranks, the distinct items are those of the whole global batch (batch_candidates).
-        q = self.query_embeddings(batch)
+        q = self.query_embeddings(batch, exclude_target=training)
         rows = q.shape[0]
         global_items, offset, size = batch_candidates(batch, [], "item")
         candidate_ids = global_items["item"]
