@@ -47,9 +47,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, summary, write_json  # noqa: E402
+from peers.recbole import run_recbole as run_one  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DRIVER = Path(__file__).resolve().parent / "peers" / "recbole_driver.py"
 METRICS = ("recall_at_10", "ndcg_at_10", "mrr_at_10", "hit_at_10", "precision_at_10")
 RECBOLE_KEYS = {"recall_at_10": "recall@10", "ndcg_at_10": "ndcg@10", "mrr_at_10": "mrr@10",
                 "hit_at_10": "hit@10", "precision_at_10": "precision@10"}
@@ -67,9 +67,9 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     "EASE (l2 chosen on validation)": ("ease-recbole", []),
     "Mult-VAE (multvae)": ("multvae", ["training.checkpoint_every=1000"]),
     "LightGCN (lightgcn)": ("lightgcn", ["training.checkpoint_every=1000"]),
-    "iALS (ials)": ("ials", []),
     "item-KNN (itemknn)": ("itemknn", []),
-    "two-tower reading the history (history_two_tower)": ("history_two_tower", ["training.checkpoint_every=1000"]),
+    "iALS (ials-recbole: tuned on validation)": ("ials-recbole", []),
+    "Mult-VAE (multvae-recbole: tuned on validation)": ("multvae-recbole", []),
 }
 #: The labels --quick runs (the fast ones).
 QUICK = {"popularity", "EASE (l2 chosen on validation)"}
@@ -87,25 +87,12 @@ def run_recbole(python: str, models: list[str], seeds: list[int], cap_s: float, 
                 out: dict[str, Any], write_split: bool = False) -> None:
     """RecBole's models x seeds one after the other (one thread); results land in
     ``out[model][seed]``; ``write_split``: each run also writes its split (:func:`split_file`)."""
-    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for model in models:
         for seed in seeds:
-            spec = workdir / f"{model}-{seed}.spec.json"
-            result = workdir / f"{model}-{seed}.json"
-            spec.write_text(json.dumps({"model": model, "dataset": "ml-100k", "wall_cap_s": cap_s, "threads": 1,
-                                        "config": {"seed": seed},
-                                        **({"write_split": str(split_file(workdir, seed))} if write_split else {})}))
-            started = time.perf_counter()
-            proc = subprocess.run([python, str(DRIVER), str(spec), str(result)], cwd=workdir, env=env,
-                                  capture_output=True, text=True)
+            spec = {"model": model, "dataset": "ml-100k", "wall_cap_s": cap_s, "config": {"seed": seed},
+                    **({"write_split": str(split_file(workdir, seed))} if write_split else {})}
             runs = out.setdefault(model, {})
-            if proc.returncode != 0 or not result.exists():
-                lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
-                runs[seed] = {"error": lines[-1] if lines else f"exit {proc.returncode}",
-                              "stderr_tail": proc.stderr[-3000:]}
-            else:
-                runs[seed] = json.loads(result.read_text())
-                runs[seed]["wall_s"] = time.perf_counter() - started
+            runs[seed] = run_one(python, spec, workdir, f"{model}-{seed}")
             shown = runs[seed].get("error") or {k: runs[seed]["test"].get(v) for k, v in RECBOLE_KEYS.items()}
             print(f"[recbole] {model} seed {seed}: {shown}", flush=True)
             if "error" in runs[seed]:

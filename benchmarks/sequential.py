@@ -52,9 +52,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, summary, write_json  # noqa: E402
+from peers.recbole import run_recbole as run_one  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DRIVER = Path(__file__).resolve().parent / "peers" / "recbole_driver.py"
 
 #: Every recstack run: one thread, every item in the catalogue, the RecBole metrics at 10.
 COMMON = ["training.threads=1", "features.vocabulary=all"]
@@ -97,20 +97,9 @@ RECBOLE_PROTOCOL: dict[str, Any] = {
 
 def run_recbole(python: str, models: list[str], cap_s: float, workdir: Path, out: dict[str, Any]) -> None:
     """Run RecBole's models one after the other (one thread); results land in ``out[model]``."""
-    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for model in models:
-        spec = workdir / f"{model}.spec.json"
-        result = workdir / f"{model}.json"
-        spec.write_text(json.dumps({"model": model, "dataset": "ml-100k", "wall_cap_s": cap_s, "threads": 1,
-                                    "config": RECBOLE_PROTOCOL}))
-        started = time.perf_counter()
-        proc = subprocess.run([python, str(DRIVER), str(spec), str(result)], cwd=workdir, env=env,
-                              capture_output=True, text=True)
-        if proc.returncode != 0 or not result.exists():
-            out[model] = {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-3000:]}
-        else:
-            out[model] = json.loads(result.read_text())
-            out[model]["wall_s"] = time.perf_counter() - started
+        spec = {"model": model, "dataset": "ml-100k", "wall_cap_s": cap_s, "config": RECBOLE_PROTOCOL}
+        out[model] = run_one(python, spec, workdir, model)
         print(f"[recbole] {model}: {summarise_recbole(out[model])}", flush=True)
 
 
