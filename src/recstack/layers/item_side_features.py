@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..core.errors import ShapeError
 from .embedding import Embedding, MaskedMeanEmbedding
+from .tables import fill_table
 
 
 class ItemSideFeatures(nn.Module):
@@ -45,12 +45,8 @@ class ItemSideFeatures(nn.Module):
     def set_tables(self, categorical: torch.Tensor | None = None, text: torch.Tensor | None = None) -> None:
         """Fill the per-item tables: categorical [V, n_cat] long, text [V, L_text] long."""
         for name, value in (("categorical_table", categorical), ("text_table", text)):
-            if value is None:
-                continue
-            current = getattr(self, name)
-            if tuple(value.shape) != tuple(current.shape):
-                raise ShapeError(f"{name} must have shape {tuple(current.shape)}; got {tuple(value.shape)}.")
-            current.copy_(value.to(current.dtype))
+            if value is not None:
+                fill_table(self, name, value)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         ids = items.long()

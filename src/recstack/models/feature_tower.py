@@ -37,6 +37,7 @@ from ..core.columns import Batch
 from ..core.errors import ConfigError, DataError, ShapeError
 from ..core.exclusions import Exclusions
 from ..layers import MLP, Dense, Embedding, HistoryPooling, MaskedMeanEmbedding
+from ..layers.tables import fill_table
 from ..layers.time_context import TimestampFeatures
 from ..metrics import FactorizedTopK, RootMeanSquaredError
 from .two_tower import TwoTowerRetrieval, batch_candidates, distinct_rows, global_batch_loss
@@ -138,12 +139,8 @@ class FeatureTower(nn.Module):
                            text: torch.Tensor | None = None) -> None:
         """Fill the per-id feature tables: categorical [N, n_cat] long, numeric [N, n_num], text [N, L] long."""
         for name, value in (("categorical_table", categorical), ("numeric_table", numeric), ("text_table", text)):
-            if value is None:
-                continue
-            current = getattr(self, name)
-            if tuple(value.shape) != tuple(current.shape):
-                raise ShapeError(f"{name} must have shape {tuple(current.shape)}; got {tuple(value.shape)}.")
-            current.copy_(value.to(current.dtype))
+            if value is not None:
+                fill_table(self, name, value)
 
     @property
     def history_length(self) -> int:
@@ -155,10 +152,7 @@ class FeatureTower(nn.Module):
         :func:`recstack.models.user_history.latest_items_table`)."""
         if self.history is None:
             raise ConfigError("this tower reads no history (history_items = 0).")
-        if tuple(table.shape) != tuple(self.history_table.shape):
-            raise ShapeError(f"history_table must have shape {tuple(self.history_table.shape)}; got "
-                             f"{tuple(table.shape)}.")
-        self.history_table.copy_(table.long())
+        fill_table(self, "history_table", table)
 
     def fit_timestamps(self, timestamps: torch.Tensor) -> None:
         """Fit the time feature's buckets and normalisation (no-op without timestamp_buckets)."""
