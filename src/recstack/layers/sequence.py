@@ -118,7 +118,31 @@ class _SelfAttentionBlock(nn.Module):
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 
-class SASRecEncoder(nn.Module):
+class _HistoryEncoder(nn.Module):
+    """What both encoders share: ``input`` (a :class:`SequenceInput`), the item table, and their
+    constructor arguments as JSON (``_config``, None with feature inputs) for the bundle codec."""
+
+    input: SequenceInput
+    _config: dict[str, Any] | None
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments as JSON (bundles); an encoder with feature inputs has none."""
+        if self._config is None:
+            raise ConfigError(f"a {type(self).__name__} with per-position feature inputs cannot be saved as a "
+                              "serving bundle yet; export a model without item features.")
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Any":
+        """The same architecture (identical state_dict keys and shapes) from :meth:`get_config`."""
+        return cls(**dict(config))
+
+    @property
+    def item_embedding(self) -> Embedding:
+        return self.input.item_embedding
+
+
+class SASRecEncoder(_HistoryEncoder):
     """Causal self-attention over a history (Kang & McAuley 2018, "SASRec").
 
     x_t = item_embedding(i_t) * sqrt(d) (if ``scale_embeddings``) + features_t + P[pos_t],
@@ -169,22 +193,6 @@ class SASRecEncoder(nn.Module):
                                 activation) for _ in range(num_blocks))
         self.final_norm = nn.LayerNorm(self.embedding_dim) if norm_first else nn.Identity()
 
-    def get_config(self) -> dict[str, Any]:
-        """Constructor arguments as JSON (bundles); an encoder with feature inputs has none."""
-        if self._config is None:
-            raise ConfigError(f"a {type(self).__name__} with per-position feature inputs cannot be saved as a "
-                              "serving bundle yet; export a model without item features.")
-        return dict(self._config)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "Any":
-        """The same architecture (identical state_dict keys and shapes) from :meth:`get_config`."""
-        return cls(**dict(config))
-
-    @property
-    def item_embedding(self) -> Embedding:
-        return self.input.item_embedding
-
     def forward(self, items: torch.Tensor, features: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         real = self.input.real_positions(items)                               # [B, L]
         positions = torch.cumsum(real, dim=1) * real
@@ -207,7 +215,7 @@ class SASRecEncoder(nn.Module):
         return self.final_norm(x) * keep
 
 
-class GRU4RecEncoder(nn.Module):
+class GRU4RecEncoder(_HistoryEncoder):
     """A recurrent history encoder (Hidasi et al. 2016, "GRU4Rec", as in RecBole's GRU4Rec).
 
     states = Linear(GRU(dropout(embedding(items) + features))) over the row's real items in
@@ -240,22 +248,6 @@ class GRU4RecEncoder(nn.Module):
         self.gru = nn.GRU(self.embedding_dim, hidden, num_layers=num_layers, batch_first=True,
                           dropout=dropout if num_layers > 1 else 0.0)
         self.output = nn.Linear(hidden, self.embedding_dim)
-
-    def get_config(self) -> dict[str, Any]:
-        """Constructor arguments as JSON (bundles); an encoder with feature inputs has none."""
-        if self._config is None:
-            raise ConfigError(f"a {type(self).__name__} with per-position feature inputs cannot be saved as a "
-                              "serving bundle yet; export a model without item features.")
-        return dict(self._config)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "Any":
-        """The same architecture (identical state_dict keys and shapes) from :meth:`get_config`."""
-        return cls(**dict(config))
-
-    @property
-    def item_embedding(self) -> Embedding:
-        return self.input.item_embedding
 
     def forward(self, items: torch.Tensor, features: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         real = self.input.real_positions(items)
