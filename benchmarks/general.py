@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, summary, write_json  # noqa: E402
-from peers.recbole import run_recbole as run_one  # noqa: E402
+from peers.recbole_runs import run_recbole as run_one  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("recall_at_10", "ndcg_at_10", "mrr_at_10", "hit_at_10", "precision_at_10")

@@ -52,7 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, summary, write_json  # noqa: E402
-from peers.recbole import run_recbole as run_one  # noqa: E402
+from peers.recbole_runs import run_recbole as run_one  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,5 @@
-"""One RecBole run from recstack's side: write the driver's spec, run it in RecBole's virtualenv
+"""One RecBole run from recstack's side (named recbole_runs, not recbole: this folder is the driver's sys.path[0], so a
+recbole.py here would hide the real package): write the driver's spec, run it in RecBole's virtualenv
 (one thread, in a subprocess: RecBole is never imported here), read its result.
 
 Both benchmarks that compare with RecBole (general.py, sequential.py) start their runs here.
