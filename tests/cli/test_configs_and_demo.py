@@ -19,7 +19,8 @@ from recstack.experiment.reference import unreported_metrics
 
 from .conftest import make_items, make_ratings
 
-MOVIELENS_CONFIGS = ["basic-retrieval", "deep-retrieval", "multitask", "movielens-best", "popularity", "ease"]
+MOVIELENS_CONFIGS = ["basic-retrieval", "deep-retrieval", "multitask", "movielens-best", "popularity", "ease",
+                     "ensemble"]
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
@@ -127,12 +128,14 @@ def test_demo_quick_prints_the_comparison_and_recommendations(synthetic_ml100k, 
     assert header.split() == ["model", "top-10", "top-100", "recall@10*", "ndcg@10*", "mrr*", "train", "s"]
     folders = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     runs = sorted(p.name.rsplit("-", 2)[0] for p in folders)
-    assert runs == ["basic-retrieval", "ease", "movielens-best", "popularity"]
-    # it ends with the four reports and the comparison page of the four, which it wrote
-    tail = out.rstrip().splitlines()[-5:]
-    assert [line.split()[-1] for line in tail[:4]] == [str(f / "report.html") for f in sorted(
-        folders, key=lambda f: ["basic-retrieval", "movielens-best", "popularity", "ease"].index(f.name.rsplit("-", 2)[0]))]
-    assert tail[4].split()[-1] == str(tmp_path / "runs" / "comparison.html")
+    assert runs == ["basic-retrieval", "ease", "ensemble", "movielens-best", "popularity"]
+    assert "ensemble (EASE+Mult-VAE+iALS)" in out and "skipped" not in out
+    # it ends with the five reports and the comparison page of the five, which it wrote
+    order = ["basic-retrieval", "movielens-best", "popularity", "ease", "ensemble"]
+    tail = out.rstrip().splitlines()[-6:]
+    assert [line.split()[-1] for line in tail[:5]] == [str(f / "report.html") for f in sorted(
+        folders, key=lambda f: order.index(f.name.rsplit("-", 2)[0]))]
+    assert tail[5].split()[-1] == str(tmp_path / "runs" / "comparison.html")
     assert all((f / "report.html").exists() for f in folders) and (tmp_path / "runs" / "comparison.html").exists()
 
 

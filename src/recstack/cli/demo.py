@@ -2,15 +2,16 @@
 
 1. Finds MovieLens 100K (``--data-dir``, ``$RECSTACK_DATA_DIR``, the cache, or a
    checksum-verified download).
-2. Trains four shipped configs, by name, exactly as ``recstack train NAME`` does:
+2. Trains five shipped configs, by name, exactly as ``recstack train NAME`` does:
    ``basic-retrieval`` (the TFRS retrieval tutorial), ``movielens-best`` (the tuned
-   recstack model), and the ``popularity`` and ``ease`` baselines.
+   two-tower model), the ``popularity`` and ``ease`` baselines, and ``ensemble`` (EASE,
+   Mult-VAE and iALS blended with weights tuned on validation: the strongest model here).
 3. Evaluates every model under both protocols ("all-items": TFRS top-k accuracy over the
    catalogue; "exclude-seen": per-user recall/NDCG without already-seen items),
    prints a comparison table and recommendations for user 42, and leaves the run
    folders (with their plots and report.html) under ``--runs-dir``.
-4. Writes a comparison page of the four runs (``--runs-dir``/comparison.html) and ends by
-   printing the paths of the four reports and of that page.
+4. Writes a comparison page of the five runs (``--runs-dir``/comparison.html) and ends by
+   printing the paths of the five reports and of that page.
 
 The configs are package data, so this runs from an installed wheel as well as from a
 checkout. ``python -m recstack.cli.demo --help`` lists the options.
@@ -44,7 +45,8 @@ class DemoModel:
 MODELS = [DemoModel("basic retrieval (seed 002)", "basic-retrieval"),
           DemoModel("best recstack config", "movielens-best"),
           DemoModel("popularity", "popularity", optional=True),
-          DemoModel("EASE", "ease", optional=True)]
+          DemoModel("EASE", "ease", optional=True),
+          DemoModel("ensemble (EASE+Mult-VAE+iALS)", "ensemble", optional=True)]
 #: The model whose run gives the recommendations printed at the end.
 RECOMMENDER = "movielens-best"
 

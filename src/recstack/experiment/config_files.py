@@ -239,6 +239,14 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
 def load_config(spec: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Read (a file or a shipped config by name), override, validate and resolve the data paths."""
+    raw, source, base = read_raw_config(spec, overrides)
+    config = parse_config(raw, source=source)
+    return resolve_paths(config, base)
+
+
+def read_raw_config(spec: str | os.PathLike, overrides: Sequence[str] = ()) -> tuple[dict[str, Any], str, Path]:
+    """(the overridden mapping, its source label, the folder relative data paths are taken from) of
+    a config file or a shipped config's name, before validation (what :func:`load_config` parses)."""
     if is_path(spec):
         path = Path(spec)
         raw, source, base = read_config_file(path), str(path), path.parent
@@ -246,8 +254,7 @@ def load_config(spec: str | os.PathLike, overrides: Sequence[str] = ()) -> Exper
         shipped = shipped_config(str(spec))
         raw = _parse_text(shipped.text(), ".yaml", shipped.name)
         source, base = shipped.name, Path.cwd()
-    config = parse_config(apply_overrides(raw, overrides), source=source)
-    return resolve_paths(config, base)
+    return apply_overrides(raw, overrides), source, base
 
 
 def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
@@ -266,4 +273,4 @@ def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
 
 
 __all__ = ["MAX_CONFIG_BYTES", "MAX_YAML_VALUES", "ShippedConfig", "apply_overrides", "is_path", "load_config",
-           "load_yaml", "read_config_file", "resolve_paths", "shipped_config", "shipped_configs"]
+           "load_yaml", "read_config_file", "read_raw_config", "resolve_paths", "shipped_config", "shipped_configs"]

@@ -168,13 +168,14 @@ class ModelKind:
 
 #: The model-kind table: ``model.kind`` in a config -> its :class:`ModelKind`.
 #: The one table of model kinds. The sequential kinds, the collaborative-filtering kinds (multvae,
-#: lightgcn), iALS (ials) and item-KNN (itemknn) live in their own modules, which register them when
+#: lightgcn), iALS (ials), item-KNN (itemknn) and the ensemble (ensemble) live in their own modules, which register them when
 #: first needed (lazy entries, so this module never imports them back).
 MODEL_KINDS: Registry[ModelKind] = Registry("model kind", lazy={
     **{name: "recstack.experiment.sequential_kinds" for name in ("sasrec", "gru4rec", "transitions")},
     **{name: "recstack.experiment.cf_kinds" for name in ("multvae", "lightgcn")},
     "ials": "recstack.experiment.ials_kind",
-    "itemknn": "recstack.experiment.itemknn_kind"})
+    "itemknn": "recstack.experiment.itemknn_kind",
+    "ensemble": "recstack.experiment.ensemble_kind"})
 
 
 def register_model_kind(name: str, builder: Builder, params: type | None = None, description: str = "",

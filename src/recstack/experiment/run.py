@@ -455,6 +455,12 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
     return history
 
 
+def fit_without_run(config: ExperimentConfig, model: Model, train_cols: Columns, reporter: Reporter) -> History:
+    """``config``'s training loop (its optimizer, epochs and fit options) on ``train_cols``, with no
+    run folder, checkpoints or validation: how an ensemble trains its gradient-trained members."""
+    return _fit(config, None, model, train_cols, None, reporter, None)
+
+
 def _diverged_run(exc: DivergedError, config: ExperimentConfig, run: RunDir | None) -> DivergedError:
     """``exc`` reworded for the command line: --set hints instead of fit() arguments, and where the
     last good checkpoint is (it can be older than the last finite epoch with checkpoint_every > 1)."""
@@ -480,4 +486,4 @@ def _describe_data(p: Prepared, reporter: Reporter) -> None:
                   f"/ test {rows['test']:,}", **p.info["rows"])
 
 
-__all__ = ["STALL_ENV", "TrainResult", "ValidationFit", "fit_for_validation", "resume", "train"]
+__all__ = ["STALL_ENV", "TrainResult", "ValidationFit", "fit_for_validation", "fit_without_run", "resume", "train"]
