@@ -81,6 +81,8 @@ class IdPositions:
             raise ShapeError(f"candidate ids must be 1-D; got shape {tuple(ids.shape)}.")
         self.ids = ids.long()
         self._sorted, self._order = torch.sort(self.ids, stable=True)
+        #: True when no id appears twice (then every id has at most one position).
+        self.unique = bool((self._sorted[1:] != self._sorted[:-1]).all())
 
     def __len__(self) -> int:
         return self.ids.shape[0]

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -152,23 +153,32 @@ class FactorizedTopK(Metric):
         true_candidate_ids: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
         query_keys: torch.Tensor | None = None,
+        query_rows: torch.Tensor | None = None,
     ) -> None:
         """Rank each row's positive among all candidates.
 
         Args:
-            query_embeddings: [B, d].
+            query_embeddings: [B, d]; or, with ``query_rows``, [Q, d], one row per distinct query.
             true_candidate_embeddings: [B, d] embeddings of the positives.
             true_candidate_ids: [B] ids of the positives (masks the positive's own
                 catalogue entries; recommended, it makes ranks exact under rounding).
             sample_weight: [B] weights for top-k accuracy.
             query_keys: [B] integer query keys (exclusions and per-group metrics).
+            query_rows: [B] the query of each row, ``query_embeddings[query_rows]`` its embedding
+                (needs ``query_keys``, one key per query): a caller whose query tower reads only the
+                key (EASE, item-KNN: a [V] row per user) embeds each user once, not once per row.
         """
+        distinct = None
         q = query_embeddings.detach()
         pos_emb = true_candidate_embeddings.detach()
-        if q.dim() != 2 or pos_emb.shape != q.shape:
+        if query_rows is not None:
+            distinct = self._given_distinct(q, query_rows, query_keys)
+        rows_shape = (q.shape[0] if distinct is None else distinct.inverse.shape[0], q.shape[-1])
+        if q.dim() != 2 or pos_emb.shape != rows_shape:
             raise ShapeError(
                 f"query embeddings {tuple(q.shape)} and true candidate embeddings "
-                f"{tuple(pos_emb.shape)} must both be [B, d] with the same shape."
+                f"{tuple(pos_emb.shape)} must both be [B, d] with the same shape"
+                + (" (the queries [Q, d] with query_rows [B])." if distinct is not None else ".")
             )
         if self.exclude is not None and query_keys is None:
             raise ValueError("This FactorizedTopK has exclusions; pass query_keys= to update_state.")
@@ -183,15 +193,22 @@ class FactorizedTopK(Metric):
                 "both towers must output the same dimension."
             )
         cand = cand.to(q.dtype)
-        positive_scores = (q * pos_emb).sum(dim=1)
-        rows, positions = self._masked_pairs(q.shape[0], true_candidate_ids, query_keys)
-        first = None if true_candidate_ids is None else self._first_positions(true_candidate_ids, cand.shape[0])
-        ranks = self._count_higher(q, cand, positive_scores, rows, positions, first)
-        unrankable = (~torch.isfinite(positive_scores) | ~torch.isfinite(q).all(dim=1)
-                      | scores_may_overflow(q, self._max_norm))
-        ranks = torch.where(unrankable, MISS_RANK, ranks)
+        distinct = distinct or distinct_queries(q, query_keys)
+        ranks = None
+        if distinct is not None and true_candidate_ids is not None:
+            ranks = self._ranks_by_sorting(distinct, cand, true_candidate_ids)
+        if ranks is None:
+            if query_rows is not None:
+                q = distinct.queries[distinct.inverse]      # the row-by-row count needs [B, d]
+            positive_scores = (q * pos_emb).sum(dim=1)
+            rows, positions = self._masked_pairs(q.shape[0], true_candidate_ids, query_keys)
+            first = None if true_candidate_ids is None else self._first_positions(true_candidate_ids, cand.shape[0])
+            ranks = self._count_higher(q, cand, positive_scores, rows, positions, first, distinct)
+            unrankable = (~torch.isfinite(positive_scores) | ~torch.isfinite(q).all(dim=1)
+                          | scores_may_overflow(q, self._max_norm))
+            ranks = torch.where(unrankable, MISS_RANK, ranks)
         self._ranks.append(ranks.cpu())
-        weight = torch.ones(q.shape[0]) if sample_weight is None else sample_weight.detach().reshape(-1).double()
+        weight = torch.ones(ranks.shape[0]) if sample_weight is None else sample_weight.detach().reshape(-1).double()
         self._weights.append(weight.double().cpu())
         if query_keys is not None:
             self._keys.append(query_keys.detach().long().reshape(-1).cpu())
@@ -219,19 +236,88 @@ class FactorizedTopK(Metric):
             return empty, empty
         return self._positions.positions(torch.cat(row_parts), torch.cat(id_parts))
 
+    @staticmethod
+    def _given_distinct(queries: torch.Tensor, query_rows: torch.Tensor,
+                        query_keys: torch.Tensor | None) -> DistinctQueries:
+        """Check a caller's (queries [Q, d], query_rows [B], query_keys [B]): rows in range, one key per query."""
+        if query_keys is None:
+            raise ValueError("query_rows= needs query_keys= (the key of each row).")
+        inverse = query_rows.detach().long().reshape(-1)
+        keys = query_keys.detach().long().reshape(-1).to(inverse.device)
+        if queries.dim() != 2 or inverse.shape != keys.shape:
+            raise ShapeError(f"query_rows {tuple(inverse.shape)} and query_keys {tuple(keys.shape)} must both be [B] "
+                             f"and the queries [Q, d]; got queries {tuple(queries.shape)}.")
+        if inverse.numel() and (int(inverse.min()) < 0 or int(inverse.max()) >= queries.shape[0]):
+            raise ValueError(f"query_rows must lie in [0, {queries.shape[0]}) (the rows of the queries).")
+        query_keys_of = torch.full((queries.shape[0],), -1, dtype=torch.long, device=keys.device)
+        query_keys_of[inverse] = keys
+        if not torch.equal(query_keys_of[inverse], keys):
+            raise ValueError("query_rows maps rows with different query_keys to one query; give each key its own.")
+        if torch.bincount(inverse, minlength=queries.shape[0]).min() == 0 if queries.shape[0] else False:
+            raise ValueError("query_rows leaves some queries without a row; pass only the queries the rows use.")
+        return DistinctQueries(queries, inverse, query_keys_of)
+
+    def _ranks_by_sorting(self, distinct: DistinctQueries, cand: torch.Tensor,
+                          true_ids: torch.Tensor) -> torch.Tensor | None:
+        """[B] ranks from one stable descending sort of each distinct query's masked scores, or None
+        when a case needs the row-by-row count (:meth:`_count_higher`).
+
+        In a stable sort of the scores the entries before the positive's are exactly those that
+        score higher or tie with it from an earlier catalogue position, so its index in the sorted
+        list is the rank of the tie rule; excluded items are -inf and sort after it. This costs
+        Q x C log C for Q distinct queries, against B x C (x d) for the count, and gives the same
+        ranks whenever it applies: every catalogue id once, every positive in the catalogue and not
+        in its own exclusion list, every query and candidate finite, no score that could overflow,
+        and the Q x C scores within ``max_scores_in_memory``.
+        """
+        assert self._positions is not None
+        queries, inverse, keys = distinct
+        num_queries, num_candidates = queries.shape[0], cand.shape[0]
+        if (num_queries * num_candidates > self.max_scores_in_memory or not self._positions.unique
+                or self._nonfinite_rows.numel() or not bool(torch.isfinite(queries).all())
+                or bool(scores_may_overflow(queries, self._max_norm).any())):
+            return None
+        positive_positions = self._positions.first_positions(true_ids.detach().cpu()).to(queries.device)
+        if bool((positive_positions == num_candidates).any()):
+            return None
+        scores = queries @ cand.t()                                                  # [Q, C]
+        if self.exclude is not None:
+            rows, ids = self.exclude.pairs(keys.cpu())
+            rows, positions = self._positions.positions(torch.from_numpy(rows), torch.from_numpy(ids))
+            rows, positions = rows.to(queries.device), positions.to(queries.device)
+            if bool(torch.isin(inverse * num_candidates + positive_positions,
+                               rows * num_candidates + positions).any()):
+                return None                   # a positive in its own exclusion list is compared, not masked
+            scores[rows, positions] = float("-inf")
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices   # ties: catalogue order
+        place = torch.empty_like(order)
+        place.scatter_(1, order, torch.arange(num_candidates, device=order.device).expand(num_queries, -1))
+        return place[inverse, positive_positions]
+
     def _count_higher(self, q: torch.Tensor, cand: torch.Tensor, positive_scores: torch.Tensor,
                       rows: torch.Tensor, positions: torch.Tensor,
-                      first_positions: torch.Tensor | None) -> torch.Tensor:
+                      first_positions: torch.Tensor | None,
+                      distinct: DistinctQueries | None = None) -> torch.Tensor:
         """Per row, the unmasked candidates ranked above the positive: scoring strictly higher, or
-        tying with it from an earlier catalogue position (``first_positions``; None: ties never count)."""
+        tying with it from an earlier catalogue position (``first_positions``; None: ties never count).
+
+        ``distinct``: :func:`distinct_queries` of ``q``: the catalogue is scored once per distinct query and the scores
+        copied to the rows, which matters when d is large (EASE, item-KNN: d = V) and users repeat.
+        """
         batch, num_candidates = q.shape[0], cand.shape[0]
         chunk = max(1, self.max_scores_in_memory // max(batch, 1))
         counts = torch.zeros(batch, dtype=torch.long, device=q.device)
-        q_t = q.t().contiguous()
+        q_t = q.t().contiguous() if distinct is None else None
         for start in range(0, num_candidates, chunk):
             stop = min(start + chunk, num_candidates)
-            # [chunk, B]: candidates on rows is the fast matmul layout for small d.
-            scores = cand[start:stop] @ q_t
+            if distinct is None:
+                # [chunk, B]: candidates on rows is the fast matmul layout for small d.
+                scores = cand[start:stop] @ q_t
+            else:
+                # [Q, chunk] once per distinct query, its rows copied to the B rows (a contiguous
+                # row gather), viewed as [chunk, B] like the other branch.
+                queries, inverse, _ = distinct
+                scores = (queries @ cand[start:stop].t())[inverse].t()
             if self._nonfinite_rows.numel():
                 bad = self._nonfinite_rows[(self._nonfinite_rows >= start) & (self._nonfinite_rows < stop)] - start
                 scores[bad] = scores[bad].nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
@@ -268,6 +354,37 @@ class FactorizedTopK(Metric):
             return {}  # nothing seen (e.g. metrics off during training)
         keys = torch.cat(self._keys) if self._keys else None
         return metrics_from_ranks(ranks, torch.cat(self._weights), keys, self.ks, self.name)
+
+
+class DistinctQueries(NamedTuple):
+    """The distinct queries of a batch: ``queries[inverse]`` is the batch's [B, d] query embeddings."""
+
+    queries: torch.Tensor   # [Q, d]
+    inverse: torch.Tensor   # [B] row -> query
+    keys: torch.Tensor      # [Q] the query key of each query
+
+
+def distinct_queries(q: torch.Tensor, keys: torch.Tensor | None) -> DistinctQueries | None:
+    """The distinct queries of ``q`` [B, d] by key when the B rows hold at most B / 2 distinct
+    ``keys`` [B] and every row's embedding equals its key's first row's; else None.
+
+    The keys only propose the grouping; the embeddings decide it, so a query tower that reads
+    per-row context (a timestamp) is scored row by row as before. Exact equality is checked, so
+    the scores are the same numbers either way.
+    """
+    if keys is None or q.shape[0] < 2:
+        return None
+    keys = keys.detach().long().reshape(-1).to(q.device)
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    if 2 * unique.numel() > keys.numel():
+        return None
+    rows = torch.arange(keys.numel(), device=q.device)
+    first = torch.full((unique.numel(),), keys.numel(), dtype=torch.long, device=q.device)
+    first.scatter_reduce_(0, inverse, rows, reduce="amin")
+    queries = q[first]
+    if not torch.equal(queries[inverse], q):
+        return None
+    return DistinctQueries(queries, inverse, unique)
 
 
 def metrics_from_ranks(ranks: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor | None, ks: Sequence[int],

@@ -38,12 +38,38 @@ class ScoringTask(Task):
 
     def forward(self, query_embeddings: torch.Tensor, positive_embeddings: torch.Tensor,
                 candidate_ids: torch.Tensor | None = None, query_keys: torch.Tensor | None = None,
-                compute_metrics: bool = True) -> torch.Tensor:
+                compute_metrics: bool = True, query_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``query_rows``: see :meth:`FactorizedTopK.update_state` (queries [Q, d], one per user)."""
         if compute_metrics:
             for metric in self._metrics:
                 metric.update_state(query_embeddings, positive_embeddings, true_candidate_ids=candidate_ids,
-                                    query_keys=query_keys)
+                                    query_keys=query_keys, query_rows=query_rows)
         return query_embeddings.new_zeros(())
+
+
+def users_once(users: torch.Tensor, keys: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(distinct users [Q], rows [B]) with ``users == distinct[rows]`` when every user's rows share one
+    query key (so each user can be embedded and scored once: FactorizedTopK's ``query_rows``); else None."""
+    if keys is None:
+        return None
+    distinct, rows = torch.unique(users.long(), return_inverse=True)
+    keys = keys.long().reshape(-1)
+    key_of = torch.empty(distinct.shape[0], dtype=torch.long, device=keys.device)
+    key_of[rows] = keys
+    return (distinct, rows) if torch.equal(key_of[rows], keys) else None
+
+
+def score_rows(task: ScoringTask, user_embeddings: Callable[[torch.Tensor], torch.Tensor], users: torch.Tensor,
+               positive_embeddings: torch.Tensor, items: torch.Tensor, keys: torch.Tensor | None) -> torch.Tensor:
+    """Update ``task``'s metrics with (user, item) rows, embedding each user once when the keys allow
+    (:func:`users_once`): a query tower that reads only the user gives every row of a user the same
+    embedding, and with d = V (EASE, item-KNN, Mult-VAE's encoder input) per-row embeddings would
+    cost more than the ranking."""
+    once = users_once(users, keys)
+    if once is None:
+        return task(user_embeddings(users), positive_embeddings, candidate_ids=items, query_keys=keys)
+    distinct, rows = once
+    return task(user_embeddings(distinct), positive_embeddings, candidate_ids=items, query_keys=keys, query_rows=rows)
 
 
 class EmbeddingBaseline(Model):
@@ -138,9 +164,11 @@ class EmbeddingBaseline(Model):
         return self.user_embeddings(users.long()) @ self.catalogue_embeddings().T
 
     def compute_loss(self, batch: Batch, training: bool = False) -> torch.Tensor:
-        return self.task(self.query_embeddings(batch), self.candidate_embeddings(batch),
-                         candidate_ids=batch[self.item_column].long(),
-                         query_keys=batch[self.query_key] if self.query_key else None)
+        """Metrics only (:func:`score_rows`: each user of the batch embedded once)."""
+        self._check_fitted()
+        return score_rows(self.task, self.user_embeddings, batch[self.user_column].long(),
+                          self.candidate_embeddings(batch), batch[self.item_column].long(),
+                          batch[self.query_key] if self.query_key else None)
 
 
 class Popularity(EmbeddingBaseline):

@@ -19,7 +19,7 @@ from ..core.errors import DataError
 from ..core.exclusions import Exclusions
 from ..metrics.factorized_top_k import FactorizedTopK
 from ..training.model import Model
-from .baselines import ScoringTask
+from .baselines import ScoringTask, score_rows
 
 
 class CatalogueScored(Model):
@@ -62,8 +62,8 @@ class CatalogueScored(Model):
         """Update the metrics with the batch's (user, item) rows; returns a zero loss (these rows are
         what the model is evaluated on, not what it is trained on)."""
         users, items = batch["user"].long(), batch["item"].long()
-        return self.task(self.user_embeddings(users), self.item_embeddings(items), candidate_ids=items,
-                         query_keys=batch["query_key"] if self.per_user else None)
+        return score_rows(self.task, self.user_embeddings, users, self.item_embeddings(items), items,
+                          batch["query_key"] if self.per_user else None)
 
 
 __all__ = ["CatalogueScored"]
