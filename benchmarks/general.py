@@ -16,7 +16,8 @@ What runs, in one invocation:
 
 * RecBole (its own virtualenv, ``--recbole-python``; never imported here): EASE, BPR, ItemKNN,
   MultiVAE and LightGCN with RecBole's default hyperparameters and its default protocol, one
-  thread, in subprocesses (benchmarks/peers/recbole_driver.py), on RecBole's own copy of
+  thread, in subprocesses (benchmarks/peers/recbole_driver.py; for LightGCN it restores the SciPy
+  method RecBole's graph code calls, ``restore_dok_update``), on RecBole's own copy of
   MovieLens 100K (the same data), once per split seed ``--seeds`` (RecBole's ``seed``; 2020 is
   its default). RecBole selects epochs on validation MRR@10 (its default).
 * The splits: RecBole's EASE run of each seed writes the rows of its split (raw ids and part) to
@@ -70,6 +71,8 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     "item-KNN (itemknn)": ("itemknn", []),
     "iALS (ials-recbole: tuned on validation)": ("ials-recbole", []),
     "Mult-VAE (multvae-recbole: tuned on validation)": ("multvae-recbole", []),
+    "neural ensemble (ensemble-neural-recbole: 2 Mult-VAE + LightGCN, weights tuned on validation)":
+        ("ensemble-neural-recbole", []),
 }
 #: The labels --quick runs (the fast ones).
 QUICK = {"popularity", "EASE (l2 chosen on validation)"}

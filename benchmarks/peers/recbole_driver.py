@@ -17,7 +17,8 @@ only wraps the trainer's epoch methods to time them and to keep every validation
 stops the run at the first epoch boundary past ``wall_cap_s`` (the best checkpoint so far is
 then evaluated, as RecBole's early stopping would). OUT.json holds per-epoch training and
 validation seconds, the validation curve, the best epoch, the test metrics, the stop reason and
-the versions.
+the versions. The one change to RecBole's code path is :func:`restore_dok_update` (its graph
+models call a SciPy method that no longer exists).
 """
 
 from __future__ import annotations
@@ -28,6 +29,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def restore_dok_update() -> None:
+    """Give SciPy's ``dok_matrix`` back the private ``_update`` RecBole 1.2.1's graph models call.
+
+    RecBole's LightGCN (and NGCF, GCMC, NCL, SpectralCF) builds its adjacency matrix with
+    ``dok_matrix._update(dict)``, a private method SciPy 1.12 removed (the entries now live in
+    ``dok_matrix._dict``), so with the SciPy its virtualenv gets these models crash before the first
+    epoch. The shim stores the same entries the removed method stored; nothing else changes.
+    """
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update") and hasattr(sp.dok_matrix((1, 1)), "_dict"):
+        sp.dok_matrix._update = lambda self, entries: self._dict.update(entries)
 
 
 class WallCap(Exception):
@@ -55,6 +70,7 @@ def main(spec_path: str, out_path: str) -> None:
     import torch
 
     torch.set_num_threads(int(spec.get("threads", 1)))
+    restore_dok_update()
     import recbole
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation

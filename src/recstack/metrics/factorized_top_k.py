@@ -18,6 +18,15 @@ others, so every tie then counts in the positive's favour, as Keras ``in_top_k``
 TFRS's FactorizedTopK do. A positive whose id is not in the catalogue is placed after
 every catalogue entry it ties with.
 
+**Two ways to the same ranks.** When a batch's rows of one query key share one embedding
+(an id-only query tower; the caller says so with ``query_rows`` or the embeddings show it),
+each distinct query's masked scores are sorted once, stably, and a positive's rank is its index
+in that list: the same rule, at Q x C log C instead of B x C x d for Q distinct queries in B
+rows. Otherwise (and for the cases the sort cannot take: an id listed twice, a positive outside
+the catalogue or in its own exclusion list, non-finite values) every row counts the candidates
+above its positive. The sort reads the positive's score from the same score matrix as the
+others; the count computes it as q · e_p, which can differ in the last bit.
+
 **Non-finite scores**: a candidate scored NaN never ranks above the positive (NaN
 candidates rank last); a positive whose score is not finite (NaN, or an overflow to
 ±inf), or whose query embedding is not, is a miss at every k and adds 0 to MRR (its
