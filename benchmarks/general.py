@@ -71,7 +71,7 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     "item-KNN (itemknn)": ("itemknn", []),
     "iALS (ials-recbole: tuned on validation)": ("ials-recbole", []),
     "Mult-VAE (multvae-recbole: tuned on validation)": ("multvae-recbole", []),
-    "neural ensemble (ensemble-neural-recbole: 2 Mult-VAE + LightGCN, weights tuned on validation)":
+    "neural ensemble (ensemble-neural-recbole: 4 Mult-VAEs + LightGCN, weights tuned on validation)":
         ("ensemble-neural-recbole", []),
 }
 #: The labels --quick runs (the fast ones).
