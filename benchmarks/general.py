@@ -5,6 +5,9 @@ Writes benchmarks/results/general.json. Run from the repository root, alone on t
     RECSTACK_DATA_DIR=/path/to/ml-100k .venv/bin/python benchmarks/general.py \
         --recbole-python /tmp/rbvenv/bin/python              # ~15 min
     .venv/bin/python benchmarks/general.py --quick ...        # 1 seed, the fast models (smoke test)
+    .venv/bin/python benchmarks/general.py --only lightgcn --recbole-only LightGCN ...
+        # after a change to one model: rerun its rows (and its RecBole peer, side by side as in
+        # the full run) and replace only those entries of general.json; ``reruns`` records it
 
 The protocol (RecBole 1.2.1's defaults): each user's interactions shuffled and split 8:1:1
 (train / validation / test) by RecBole's rounding rule; every item ranked for every user with
@@ -36,6 +39,7 @@ each beside the result it produced.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -47,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, summary, write_json  # noqa: E402
+from _common import RESULTS, environment, summary, write_json  # noqa: E402
 from peers.recbole_runs import run_recbole as run_one  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +129,24 @@ def train(config: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
     test = {k.split("/", 1)[-1]: v for k, v in metrics["protocols"]["exclude-seen"].items()}
     return {"test": test, "validation": metrics.get("validation"),
             "train_seconds": metrics.get("train_seconds"), "epochs": metrics.get("epochs"),
-            "wall_s": time.perf_counter() - started}
+            "validation_curve": validation_curve(run_dir / "history.csv"), "wall_s": time.perf_counter() - started}
+
+
+def validation_curve(history_csv: Path) -> list[dict[str, float]]:
+    """[{epoch, seconds, ndcg_at_10}] at each validated epoch of a gradient-trained run: ``seconds``
+    sums the epochs' ``epoch_seconds`` (the training passes; the validations' own time is left out).
+    Empty for a closed-form run (no per-epoch history)."""
+    if not history_csv.exists():
+        return []
+    with history_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    curve, elapsed = [], 0.0
+    for row in rows:
+        elapsed += float(row.get("epoch_seconds") or 0.0)
+        value = row.get("val_factorized_top_k/ndcg_at_10")
+        if value:
+            curve.append({"epoch": int(row["epoch"]), "seconds": elapsed, "ndcg_at_10": float(value)})
+    return curve
 
 
 def choose_ease_l2(workdir: Path, seed: int) -> dict[float, float]:
@@ -153,7 +174,16 @@ def main() -> None:
     parser.add_argument("--recbole-cap-s", type=float, default=900.0, help="wall-clock cap per RecBole model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022], help="RecBole split seeds")
     parser.add_argument("--quick", action="store_true", help="1 seed, the fast models only (smoke test)")
+    parser.add_argument("--only", nargs="+", metavar="CONFIG", choices=sorted({c for c, _ in MODELS.values()}),
+                        help="rerun only the recstack rows of these configs and replace their entries in the "
+                             "existing general.json (the rest is kept; RecBole's EASE reruns for the splits)")
+    parser.add_argument("--recbole-only", nargs="+", default=[], metavar="MODEL", choices=RECBOLE_MODELS,
+                        help="with --only: the RecBole models to rerun beside them (default: none besides EASE)")
     args = parser.parse_args()
+    if args.recbole_only and not args.only:
+        parser.error("--recbole-only goes with --only")
+    if args.only and args.quick:
+        parser.error("--only reruns rows of the full run; it does not go with --quick")
     if not os.environ.get("RECSTACK_DATA_DIR"):
         raise SystemExit("set RECSTACK_DATA_DIR to the MovieLens 100K folder (u.data, u.item)")
     seeds = args.seeds[:1] if args.quick else args.seeds
@@ -167,7 +197,8 @@ def main() -> None:
     missing = [s for s in seeds if not split_file(workdir, s).exists()]
     if missing:
         raise SystemExit(f"RecBole wrote no split for seeds {missing}: {peers['EASE']}")
-    chosen = ["ItemKNN"] if args.quick else [m for m in RECBOLE_MODELS if m != "EASE"]
+    chosen = (["ItemKNN"] if args.quick else [m for m in args.recbole_only if m != "EASE"] if args.only
+              else [m for m in RECBOLE_MODELS if m != "EASE"])
     peer_thread = threading.Thread(target=run_recbole, args=(args.recbole_python, chosen, seeds, args.recbole_cap_s,
                                                               workdir, peers))
     peer_thread.start()
@@ -177,7 +208,7 @@ def main() -> None:
     print(f"[recstack] EASE l2 {ease_l2:g} (validation NDCG@10 per l2: {ease_validation})", flush=True)
     models: dict[str, Any] = {}
     for number, (label, (config, overrides)) in enumerate(MODELS.items()):
-        if args.quick and label not in QUICK:
+        if (args.quick and label not in QUICK) or (args.only and config not in args.only):
             continue
         if config == "ease-recbole":
             overrides = overrides + [f"model.l2={ease_l2}"]
@@ -212,9 +243,32 @@ def main() -> None:
         "seconds": time.perf_counter() - started,
         "environment": environment(),
     }
+    if args.only:
+        payload = merged_rerun(payload, args.only, chosen)
     path = write_json("general_quick.json" if args.quick else "general.json", payload)
     print(f"wrote {path}")
-    print(table(models, payload["recbole"]["summary"]))
+    print(table(payload["recstack"], payload["recbole"]["summary"]))
+
+
+def merged_rerun(rerun: dict[str, Any], configs: list[str], recbole_models: list[str]) -> dict[str, Any]:
+    """The existing general.json with the entries ``rerun`` (an ``--only`` run's payload) holds in
+    place of the old ones, in :data:`MODELS` order, and a ``reruns`` record of what was replaced."""
+    path = RESULTS / "general.json"
+    if not path.exists():
+        raise SystemExit(f"--only replaces entries of {path}, which does not exist: run the full benchmark first")
+    payload = json.loads(path.read_text())
+    if payload["seeds"] != rerun["seeds"]:
+        raise SystemExit(f"{path} has seeds {payload['seeds']}, this rerun {rerun['seeds']}: rerun everything")
+    kept = {**payload["recstack"], **rerun["recstack"]}
+    payload["recstack"] = {label: kept[label] for label in MODELS if label in kept}
+    for key in ("models", "summary"):
+        payload["recbole"][key].update(rerun["recbole"][key])
+    payload["ease_l2_validation_ndcg_at_10"] = rerun["ease_l2_validation_ndcg_at_10"]
+    payload.setdefault("reruns", []).append({
+        "recstack": list(rerun["recstack"]), "recbole": ["EASE", *recbole_models], "configs": configs,
+        "seconds": rerun["seconds"], "environment": rerun["environment"],
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return payload
 
 
 def table(models: dict[str, Any], peers: dict[str, Any]) -> str:

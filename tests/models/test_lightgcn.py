@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recstack.core.errors import ConfigError
-from recstack.models.lightgcn import LightGCN, bpr_loss, normalized_adjacency, propagate
+from recstack.models.lightgcn import LightGCN, as_csr, bpr_loss, normalized_adjacency, propagate
 
 # 4 users x 5 item ids; (2, 3) appears twice (counts once); user 0 and item 0 have no edges.
 USERS = torch.tensor([1, 1, 2, 2, 2, 3, 3])
@@ -37,10 +37,28 @@ def test_adjacency_and_propagation_match_dense_numpy():
     np.testing.assert_allclose(propagate(torch.from_numpy(ego).float(), adjacency, 0).numpy(), ego, rtol=1e-6)
 
 
-def test_propagation_gradient_check():
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_propagation_gradient_check(layout: str):
+    # The backward pass multiplies by Â again (Âᵀ = Â); gradcheck compares it with finite differences.
     adjacency = normalized_adjacency(USERS, ITEMS, U, V).double()
+    adjacency = as_csr(adjacency) if layout == "csr" else adjacency
     ego = torch.randn(U + V, 2, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda e: propagate(e, adjacency, 3), (ego,))
+
+
+def test_csr_propagation_and_its_gradient_match_a_dense_autograd_computation():
+    adjacency = normalized_adjacency(USERS, ITEMS, U, V).double()   # == dense_adjacency() (test above)
+    a = adjacency.to_dense()
+    ego = torch.randn(U + V, 3, dtype=torch.double, requires_grad=True)
+    weights = torch.randn(U + V, 3, dtype=torch.double)
+    got = propagate(ego, as_csr(adjacency), 2)
+    (got * weights).sum().backward()
+    grad = ego.grad.clone()
+    ego.grad = None
+    expected = (ego + a @ ego + a @ (a @ ego)) / 3        # plain dense autograd, no custom backward
+    (expected * weights).sum().backward()
+    np.testing.assert_allclose(got.detach().numpy(), expected.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad.numpy(), ego.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_bpr_loss_by_hand():

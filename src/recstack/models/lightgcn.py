@@ -26,6 +26,7 @@ trained one did.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -37,7 +38,7 @@ from ..core.errors import ConfigError, DataError
 from ..core.exclusions import Exclusions
 from .catalogue_scoring import CatalogueScored
 
-__all__ = ["LightGCN", "bpr_loss", "normalized_adjacency", "propagate"]
+__all__ = ["LightGCN", "as_csr", "bpr_loss", "normalized_adjacency", "propagate"]
 
 #: Redraws of a sampled negative that is one of the user's training items (then it is kept: on a
 #: user who has seen nearly everything a few collisions cost less than an unbounded loop).
@@ -65,11 +66,39 @@ def normalized_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: in
                                    check_invariants=True).coalesce()
 
 
+class _SymmetricSpMM(torch.autograd.Function):
+    """Â X for a symmetric sparse Â, differentiable in X only: ∂L/∂X = Âᵀ G = Â G.
+
+    ``torch.sparse.mm`` would transpose (and re-sort) Â in every backward pass; with Â symmetric the
+    backward is the forward product again, which halves the cost of a training step's propagation."""
+
+    @staticmethod
+    def forward(ctx, adjacency: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.adjacency = adjacency
+        return adjacency @ dense
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
+        return None, ctx.adjacency @ grad
+
+
+def as_csr(adjacency: torch.Tensor) -> torch.Tensor:
+    """``adjacency`` in sparse CSR layout: the row-compressed sparse x dense product is about 3x
+    faster than COO's on CPU (a LightGCN epoch on MovieLens 100K: 0.5 s instead of 1.6 s, one thread).
+    torch flags CSR as beta once per process; the products used here are long-standing ones."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return adjacency.to_sparse_csr()
+
+
 def propagate(ego: torch.Tensor, adjacency: torch.Tensor, num_layers: int) -> torch.Tensor:
-    """[N, d] ego embeddings -> [N, d] mean of E⁰ .. E^K with E^{k+1} = Â E^k (differentiable in ego)."""
+    """[N, d] ego embeddings -> [N, d] mean of E⁰ .. E^K with E^{k+1} = Â E^k (differentiable in ego).
+
+    ``adjacency``: the symmetric Â [N, N] of :func:`normalized_adjacency`, sparse COO or CSR (the
+    backward pass relies on Âᵀ = Â)."""
     total, layer = ego, ego
     for _ in range(num_layers):
-        layer = torch.sparse.mm(adjacency, layer)
+        layer = _SymmetricSpMM.apply(adjacency, layer)
         total = total + layer
     return total / (num_layers + 1)
 
@@ -117,7 +146,7 @@ class LightGCN(CatalogueScored):
         self.has_graph = users is not None and items is not None
         if self.has_graph:
             adjacency = normalized_adjacency(users, items, self.num_users, self.num_items)
-            self.register_buffer("adjacency", adjacency, persistent=False)
+            self.register_buffer("adjacency", as_csr(adjacency), persistent=False)
             # Sorted user * V + item keys of the training pairs: membership tests for the negatives.
             self.register_buffer("pair_keys", torch.unique(torch.as_tensor(users).long() * self.num_items
                                                            + torch.as_tensor(items).long()), persistent=False)
