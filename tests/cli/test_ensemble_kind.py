@@ -84,6 +84,24 @@ def test_a_gradient_trained_member_trains_as_a_run_of_its_own_config(workdir, wr
         torch.testing.assert_close(member[key], own[key], msg=key)
 
 
+def test_each_member_says_when_it_trains_and_a_neural_one_shows_its_epochs(workdir, write_config, member_files,
+                                                                           capsys):
+    ensemble_kind.MEMBER_CACHE.clear()
+    path = write_config(ensemble({"ease": {"config": member_files["ease"]}, "vae": {"config": member_files["vae"]}}))
+    assert main(["train", str(path), "--run-dir", str(workdir / "bar"), "--progress", "bar"]) == 0
+    out = capsys.readouterr().out
+    assert "ensemble member 1/2 ease: training" in out and "ensemble member 2/2 vae: training" in out
+    assert "epoch 3/3 (" in out                     # the Mult-VAE member's per-epoch summary lines
+    # jsonl: one info event per member start and end; the member's epochs stay out of the run's stream.
+    ensemble_kind.MEMBER_CACHE.clear()
+    assert main(["train", str(path), "--run-dir", str(workdir / "jsonl"), "--progress", "jsonl"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    members = [e for e in events if e["event"] == "info" and "member" in e]
+    assert [(e["member"], "seconds" in e) for e in members] == [("ease", False), ("ease", True),
+                                                                 ("vae", False), ("vae", True)]
+    assert not [e for e in events if e["event"] == "epoch_end"]
+
+
 def test_members_are_fitted_once_per_process_for_the_same_rows(workdir, write_config, member_files, monkeypatch,
                                                               capsys):
     ensemble_kind.MEMBER_CACHE.clear()

@@ -29,6 +29,7 @@ Registered lazily from :data:`~recstack.experiment.model_kinds.MODEL_KINDS`.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ from .config import ExperimentConfig, dump_config, parse_config
 from .config_files import read_raw_config, resolve_paths
 from .limits import MemoryEstimate
 from .model_kinds import MODEL_KINDS, ModelContext, _baseline_kwargs, register_model_kind
+from .reporter import Reporter
 
 #: How many fitted member states a process keeps for reuse (see the module docstring).
 CACHE_SIZE = 8
@@ -136,28 +138,39 @@ def _fingerprint(ctx: ModelContext, train: Columns) -> str:
     return digest.hexdigest()
 
 
-def _trainer(config: ExperimentConfig, ctx: ModelContext, rng_state: torch.Tensor):  # type: ignore[no-untyped-def]
-    """``trainer(member, train)`` for a member built from ``config`` (see the module docstring).
+def _trainer(name: str, position: str, config: ExperimentConfig, ctx: ModelContext,  # type: ignore[no-untyped-def]
+             rng_state: torch.Tensor):
+    """``trainer(member, train, reporter)`` for member ``name`` (``position``: "2/5"), built from
+    ``config`` (see the module docstring).
 
     ``rng_state``: torch's random state right after the member was built; training starts from it,
-    so the member trains as a run of its own config would (which builds and then trains)."""
+    so the member trains as a run of its own config would (which builds and then trains).
+    ``reporter``: the run's :class:`~.reporter.Reporter` (None: quiet). Each member's start and
+    seconds are ``info`` lines (a member reused from the cache trains nothing and says nothing).
+    In bar mode a gradient-trained member also shows its epochs, since a blend of neural members
+    trains for minutes; the jsonl stream keeps the run's own epoch events only."""
     kind = MODEL_KINDS.get(config.model.kind)
     settings = dump_config(config)
 
-    def train(member: Model, rows: Columns) -> None:
-        from .reporter import Reporter
+    def train(member: Model, rows: Columns, reporter: Reporter | None = None) -> None:
         from .run import fit_without_run   # the member trains exactly as its own config does
 
+        reporter = reporter or Reporter("quiet")
         key = hashlib.sha256(settings.encode()).hexdigest() + _fingerprint(ctx, rows)
         if key in MEMBER_CACHE:
             member.load_state_dict(MEMBER_CACHE[key])
             MEMBER_CACHE.move_to_end(key)
             return
+        reporter.info(f"ensemble member {position} {name}: training {config.name or config.model.kind}",
+                      member=name, config=config.name)
+        start = time.perf_counter()
         torch.set_rng_state(rng_state)   # the same fit whatever the members' order
         if kind.gradient_trained:
-            fit_without_run(config, member, rows, Reporter("quiet"))
+            fit_without_run(config, member, rows, reporter if reporter.mode == "bar" else Reporter("quiet"))
         else:
             member.fit(rows)
+        seconds = time.perf_counter() - start
+        reporter.info(f"ensemble member {position} {name}: {seconds:.1f} s", member=name, seconds=seconds)
         MEMBER_CACHE[key] = {k: v.detach().cpu().clone() for k, v in member.state_dict().items()}
         while len(MEMBER_CACHE) > CACHE_SIZE:
             MEMBER_CACHE.popitem(last=False)
@@ -170,11 +183,11 @@ def build_ensemble(ctx: ModelContext, p: EnsembleParams) -> Model:
     from .building import build_model
 
     names, members, trainers, kinds = [], [], [], []
-    for name, member in p.members.items():
+    for number, (name, member) in enumerate(p.members.items(), start=1):
         config = member_config(name, member)
         names.append(name)
         members.append(build_model(config, ctx))   # seeds torch with the member's seed
-        trainers.append(_trainer(config, ctx, torch.get_rng_state()))
+        trainers.append(_trainer(name, f"{number}/{len(p.members)}", config, ctx, torch.get_rng_state()))
         kinds.append(MODEL_KINDS.get(config.model.kind))
     model = ScoreEnsemble(members, [m.weight for m in p.members.values()], ctx.num_items, trainers=trainers,
                           names=names, scale_users=p.scale_users, **_baseline_kwargs(ctx))
@@ -196,7 +209,7 @@ def ensemble_history_query(model: Model, histories: IdLists) -> torch.Tensor:
 register_model_kind("ensemble", build_ensemble, EnsembleParams,
                     "weighted blend of other configs' models (scores scaled to one spread)",
                     gradient_trained=False, check=check_ensemble, memory=ensemble_memory,
-                    history_query=ensemble_history_query)
+                    history_query=ensemble_history_query, fit_reports_progress=True)
 
 __all__ = ["CACHE_SIZE", "MEMBER_CACHE", "EnsembleMember", "EnsembleParams", "build_ensemble", "check_ensemble",
            "ensemble_history_query", "member_config"]

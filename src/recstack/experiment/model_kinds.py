@@ -164,6 +164,7 @@ class ModelKind:
     memory: Memory | None = None
     sequential: bool = False
     history_query: HistoryQuery | None = None
+    fit_reports_progress: bool = False
 
 
 #: The model-kind table: ``model.kind`` in a config -> its :class:`ModelKind`.
@@ -182,7 +183,7 @@ def register_model_kind(name: str, builder: Builder, params: type | None = None,
                         gradient_trained: bool = True, replace: bool = False,
                         predicts_ratings: bool = False, check: Check | None = None,
                         memory: Memory | None = None, sequential: bool = False,
-                        history_query: HistoryQuery | None = None) -> ModelKind:
+                        history_query: HistoryQuery | None = None, fit_reports_progress: bool = False) -> ModelKind:
     """Make ``model.kind: name`` available to configs (see the module docstring for the contract).
 
     Args:
@@ -204,11 +205,14 @@ def register_model_kind(name: str, builder: Builder, params: type | None = None,
             interactions and is evaluated with the next-item protocols only (see the module docstring).
         history_query: how a non-sequential kind turns histories into queries for the next-item
             protocols and ``recommend --history`` (None: it scores users, not histories).
+        fit_reports_progress: a closed-form kind whose ``fit(train, reporter=...)`` takes the run's
+            :class:`~recstack.experiment.reporter.Reporter` to show its own progress (the
+            ensemble, which trains its members one after the other).
     """
     if name in MODEL_KINDS.loaded() and not replace:
         raise ConfigError(f"model kind {name!r} is already registered; pass replace=True to override it.")
     kind = ModelKind(name, builder, params or _NoParams, description, gradient_trained, predicts_ratings, check,
-                     memory, sequential, history_query)
+                     memory, sequential, history_query, fit_reports_progress)
     return MODEL_KINDS.register(name, kind)
 
 

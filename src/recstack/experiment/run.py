@@ -324,7 +324,7 @@ def _train_and_select(config: ExperimentConfig, run: RunDir | None, model: Model
     else:
         if run is not None:
             run.write_status("running", epoch=0, epochs=1)
-        history = model.fit(train_cols)
+        history = model.fit(train_cols, reporter=reporter) if kind.fit_reports_progress else model.fit(train_cols)
         logs = history.last()
         if validation is not None:
             validation.set_model(model)
@@ -410,9 +410,11 @@ def _next_item_validation(config: ExperimentConfig, best_path: Path | None, mode
 
 def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols: Columns,
          val_cols: Columns | None, reporter: Reporter, checkpoint: dict[str, Any] | None,
-         extra_callbacks: list[Callback] | None = None) -> History:
+         extra_callbacks: list[Callback] | None = None, show_progress: bool = False) -> History:
     """``model.fit`` with checkpoints and history files (``run`` given), from ``checkpoint`` if any;
-    ``extra_callbacks`` run before the recorder (their additions to the logs are recorded)."""
+    ``extra_callbacks`` run before the recorder (their additions to the logs are recorded).
+    Progress goes to ``reporter`` when there is a run folder (not on a distributed run's other
+    ranks) or ``show_progress`` says so (an ensemble member in a watched run)."""
     t = config.training
     optimizer = make_optimizer(config, model)
     history = History()
@@ -443,7 +445,7 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
     try:
         if initial_epoch < t.epochs:
             model.fit(training_source(model, train_cols), optimizer=optimizer, validation_data=val_cols,
-                      verbose=reporter.progress() if run is not None else False, callbacks=callbacks,
+                      verbose=reporter.progress() if run is not None or show_progress else False, callbacks=callbacks,
                       initial_epoch=initial_epoch, **fit_options(config))
     except DivergedError as exc:
         raise _diverged_run(exc, config, run) from None
@@ -457,8 +459,9 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
 
 def fit_without_run(config: ExperimentConfig, model: Model, train_cols: Columns, reporter: Reporter) -> History:
     """``config``'s training loop (its optimizer, epochs and fit options) on ``train_cols``, with no
-    run folder, checkpoints or validation: how an ensemble trains its gradient-trained members."""
-    return _fit(config, None, model, train_cols, None, reporter, None)
+    run folder, checkpoints or validation: how an ensemble trains its gradient-trained members
+    (their epochs' progress on ``reporter``)."""
+    return _fit(config, None, model, train_cols, None, reporter, None, show_progress=True)
 
 
 def _diverged_run(exc: DivergedError, config: ExperimentConfig, run: RunDir | None) -> DivergedError:

@@ -21,9 +21,10 @@ exclusions) and ``recommend``/``similar`` work unchanged. A per-user constant ad
 member's scores (Mult-VAE's log-softmax normaliser) does not change any user's ranking, so raw
 logits blend correctly.
 
-Members are trained by ``fit`` with one ``trainer(member, train)`` callable each (default: the
-member's own closed-form ``fit(train)``); the experiment layer passes trainers that run each
-member's own optimizer and epochs.
+Members are trained by ``fit`` with one ``trainer(member, train, reporter)`` callable each
+(default: the member's own closed-form ``fit(train)``); the experiment layer passes trainers that
+run each member's own optimizer and epochs, and the ``reporter`` it hands to ``fit`` (its progress
+display, passed through untouched; None when nobody watches).
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ from ..training.history import History
 from ..training.model import Model
 from .baselines import EmbeddingBaseline
 
-#: ``trainer(member, train)``: fits one member on the training rows.
-Trainer = Callable[[Model, Columns], None]
+#: ``trainer(member, train, reporter)``: fits one member on the training rows (``reporter``: what
+#: ``ScoreEnsemble.fit`` was given, for the trainer's own progress display; may be None).
+Trainer = Callable[[Model, Columns, Any], None]
 
 
-def _closed_form(member: Model, train: Columns) -> None:
+def _closed_form(member: Model, train: Columns, reporter: Any = None) -> None:
     member.fit(train)
 
 
@@ -55,7 +57,7 @@ class ScoreEnsemble(EmbeddingBaseline):
         members: M models exposing ``user_embeddings`` / ``item_embeddings``.
         weights: M non-negative weights w_m, at least one positive.
         num_items: item id space V; ``candidate_ids`` the catalogue rows (default all V ids).
-        trainers: one ``trainer(member, train)`` per member (default: ``member.fit(train)``).
+        trainers: one ``trainer(member, train, reporter)`` per member (default: ``member.fit(train)``).
         names: labels of the members (history keys ``<name>_seconds``; default member_0, ...).
         scale_users: how many training users (the lowest ids) σ_m is measured over.
         Other arguments as :class:`~recstack.models.baselines.EmbeddingBaseline`.
@@ -100,15 +102,15 @@ class ScoreEnsemble(EmbeddingBaseline):
         self._check_fitted()
         return self.weights / self.scales
 
-    def fit(self, train: Columns | Any, *args: Any, **kwargs: Any) -> History:  # type: ignore[override]
+    def fit(self, train: Columns | Any, *args: Any, reporter: Any = None, **kwargs: Any) -> History:  # type: ignore[override]
         """Fit every member with its trainer, then measure σ_m. Returns a one-entry History with
-        ``fit_seconds`` and ``<member>_seconds``."""
+        ``fit_seconds`` and ``<member>_seconds``. ``reporter`` goes to each trainer untouched."""
         data = as_columns(train)
         start = time.perf_counter()
         logs: dict[str, float] = {}
         for name, member, trainer in zip(self.member_names, self.members, self.trainers):
             t0 = time.perf_counter()
-            trainer(member, data)
+            trainer(member, data, reporter)
             logs[f"{name}_seconds"] = time.perf_counter() - t0
         self.scales.copy_(self.measure_scales(data[self.user_column].long()))
         self.task.metrics[0].invalidate()
