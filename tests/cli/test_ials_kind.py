@@ -1,6 +1,6 @@
 """The ``ials`` kind through the CLI on tiny generated data: one sweep per epoch (per-sweep
 validation in history.json), reload from the run folder, evaluate, recommend by user and by a
-folded-in history, resume, export refused; the shipped config on MovieLens-format files."""
+folded-in history, resume; the shipped config on MovieLens-format files (export: test_fold_in_bundle.py)."""
 
 from __future__ import annotations
 
@@ -63,15 +63,6 @@ def test_a_resumed_ials_run_ends_with_the_same_factors(workdir, write_config, ca
     again = torch.load(run / "model.pt", weights_only=True)
     torch.testing.assert_close(again["item_factors"], original["item_factors"])
     torch.testing.assert_close(again["user_factors"], original["user_factors"])
-
-
-def test_export_of_an_ials_run_is_refused_with_the_reason(workdir, write_config, capsys):
-    """Like the other CF kinds (multvae, lightgcn), iALS has no user tower a bundle could hold yet."""
-    run = workdir / "run"
-    assert main(["train", str(write_config(IALS_RUN)), "--run-dir", str(run), "--progress", "quiet"]) == 0
-    capsys.readouterr()
-    assert main(["export", str(run), str(workdir / "bundle")]) == 1
-    assert "model kind 'ials' has no user tower to export" in capsys.readouterr().err
 
 
 def test_the_shipped_ials_config_trains_on_movielens_format_files(synthetic_ml100k, tmp_path, monkeypatch, capsys):

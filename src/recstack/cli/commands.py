@@ -363,9 +363,12 @@ def export_bundle(serving: Any, loaded: Any, bundle_dir: Path) -> Path:
     if hasattr(model, "encoder") and hasattr(model, "popularity"):      # sasrec, gru4rec
         from ..experiment.history_export import export_history_bundle
         return export_history_bundle(serving, loaded, bundle_dir)
+    from ..experiment.history_export import FOLD_IN_KINDS, export_fold_in_bundle
+    if config.model.kind in FOLD_IN_KINDS:
+        return export_fold_in_bundle(serving, loaded, bundle_dir)
     if not hasattr(model, "query_tower"):
-        raise RecstackError(f"model kind {config.model.kind!r} has no user tower to export; only two-tower "
-                            "and next-item kinds (sasrec, gru4rec) can be bundled.")
+        raise RecstackError(f"model kind {config.model.kind!r} has no user tower to export; two-tower, next-item "
+                            f"(sasrec, gru4rec) and {', '.join(FOLD_IN_KINDS)} runs can be bundled.")
     user_field, item_field = config.data.columns.user, config.data.columns.item
     with torch.no_grad():
         embeddings = model.item_embeddings(pre.catalogue())

@@ -1,4 +1,5 @@
-"""A next-item run folder (sasrec, gru4rec) as a serving bundle with a history query tower.
+"""Run folders as serving bundles with a history query tower: next-item runs (sasrec, gru4rec)
+and the fold-in kinds (ease, itemknn, ials, multvae and ensembles of those: :data:`FOLD_IN_TOWERS`).
 
 The bundle holds (all listed in its manifest, see :mod:`recstack.serving.export`):
 
@@ -10,6 +11,14 @@ The bundle holds (all listed in its manifest, see :mod:`recstack.serving.export`
 * ``history/``: each user's stored history (the run's histories.pt: items before the test
   split, in time order), ``max_length``, and the training popularity that ranks an empty
   history (counts; equal counts by lower item id, as ``recstack recommend``).
+
+A fold-in bundle (:func:`export_fold_in_bundle`) has the same layout with the kind's fold-in query
+as its query tower (:class:`~recstack.models.history_tower.MultiHotQuery` for EASE and item-KNN,
+:class:`~recstack.models.ials.IALSFoldInQuery` for iALS, ``MultVAEFoldInQuery`` for Mult-VAE,
+``ScaledConcatQuery`` of those for an ensemble), the catalogue's ``item_embeddings`` (EASE: the
+columns of B; iALS: the item factors; Mult-VAE: the output layer's rows and bias) as the candidates, each user's items before the test
+split (``seen.pt``; their order does not matter to these queries) as the stored histories, and
+``max_length`` at least the catalogue's size, so every item of a history counts.
 """
 
 from __future__ import annotations
@@ -21,32 +30,83 @@ import numpy as np
 import torch
 
 from ..core.errors import RecstackError
-from ..models.history_tower import HistoryQueryTower
+from ..models.history_tower import HistoryQueryTower, MultiHotQuery, MultVAEFoldInQuery, ScaledConcatQuery
+from ..models.ials import IALSFoldInQuery
 from .next_item import require_histories
 
-__all__ = ["export_history_bundle"]
+__all__ = ["FOLD_IN_KINDS", "FOLD_IN_TOWERS", "export_fold_in_bundle", "export_history_bundle"]
+
+
+def _multi_hot(model: Any, pre: Any) -> torch.nn.Module:
+    return MultiHotQuery(pre.num_items)
+
+
+def _ials(model: Any, pre: Any) -> torch.nn.Module:
+    return IALSFoldInQuery.of(model)
+
+
+def _multvae(model: Any, pre: Any) -> torch.nn.Module:
+    return MultVAEFoldInQuery.of(model)
+
+
+def _ensemble(model: Any, pre: Any) -> torch.nn.Module:
+    kinds = [kind.name for kind in model.member_kinds]
+    cannot = sorted({k for k in kinds if k not in FOLD_IN_TOWERS or k == "ensemble"})
+    if cannot:
+        raise RecstackError(f"this ensemble cannot be bundled: its member kind(s) {', '.join(cannot)} do not fold "
+                            f"in histories; an ensemble of {', '.join(k for k in FOLD_IN_KINDS if k != 'ensemble')} "
+                            "members can.")
+    towers = [FOLD_IN_TOWERS[k](member, pre) for k, member in zip(kinds, model.members)]
+    return ScaledConcatQuery(towers, model.query_factors.tolist())
+
+
+#: kind -> its fold-in query tower (the same queries as the kind's ``history_query``): EASE's and
+#: item-KNN's multi-hot row, iALS's user solve with the item factors fixed, Mult-VAE's encoded
+#: row, and the ensemble's members' towers scaled by w_m / σ_m.
+FOLD_IN_TOWERS = {"ease": _multi_hot, "itemknn": _multi_hot, "ials": _ials, "multvae": _multvae,
+                  "ensemble": _ensemble}
+FOLD_IN_KINDS = tuple(FOLD_IN_TOWERS)
 
 
 @torch.no_grad()
 def export_history_bundle(serving: Any, loaded: Any, bundle_dir: Path) -> Path:
     """Write ``loaded`` (a run of a sequential kind) to ``bundle_dir`` as a next-item bundle."""
-    model, pre, config = loaded.model, loaded.pre, loaded.config
+    model, config = loaded.model, loaded.config
     if getattr(model, "features", ()):
         raise RecstackError(f"model kind {config.model.kind!r} with per-position item features cannot be bundled "
                             "yet; export a model trained without model.features.")
+    # rows of histories.pt are user ids (0 = unknown user, never stored), in time order
     histories = require_histories(loaded.histories, f"export of model kind {config.model.kind!r}")
-    catalogue = pre.catalogue()                                 # item ids 1..V-1
-    embeddings = model.item_embeddings(catalogue).float()
-    item_ids = np.asarray(pre.items.get_vocabulary()[1:], dtype=str)
-    # rows of histories.pt are user ids (0 = unknown user, never stored); items as positions id - 1
-    users = np.arange(1, histories.num_keys)
-    lists = histories.take(users)
     popularity = torch.floor(model.popularity[1:]).float().numpy()  # training counts (tie-break: position)
-    history = {"max_length": int(model.max_length), "user_field": config.data.columns.user,
+    return _write(serving, loaded, bundle_dir, HistoryQueryTower(model.encoder), histories, popularity,
+                  int(model.max_length))
+
+
+@torch.no_grad()
+def export_fold_in_bundle(serving: Any, loaded: Any, bundle_dir: Path) -> Path:
+    """Write ``loaded`` (a run of a :data:`FOLD_IN_KINDS` kind) to ``bundle_dir`` as a history
+    bundle whose query tower folds a history in (module docstring)."""
+    pre, seen = loaded.pre, loaded.seen                         # seen rows: user ids (0 = unknown, empty)
+    counts = np.bincount(seen.ids, minlength=pre.num_items)[1:].astype(np.float32)
+    longest = int(seen.counts.max()) if seen.num_rows else 1
+    tower = FOLD_IN_TOWERS[loaded.config.model.kind](loaded.model, pre)
+    return _write(serving, loaded, bundle_dir, tower, seen, counts, max(pre.num_items, longest))
+
+
+def _write(serving: Any, loaded: Any, bundle_dir: Path, tower: torch.nn.Module, stored: Any,
+           popularity: np.ndarray, max_length: int) -> Path:
+    """The bundle of ``tower`` over the catalogue's item embeddings (item id j at position j - 1),
+    with ``stored`` (IdLists by user id) as the users' histories and ``popularity`` [V - 1] as the
+    ranking of an empty history."""
+    model, pre, config = loaded.model, loaded.pre, loaded.config
+    embeddings = model.item_embeddings(pre.catalogue()).float()     # catalogue: item ids 1..V-1
+    item_ids = np.asarray(pre.items.get_vocabulary()[1:], dtype=str)
+    users = np.arange(1, stored.num_keys)
+    lists = stored.take(users)
+    history = {"max_length": max_length, "user_field": config.data.columns.user,
                "users": np.asarray(pre.users.lookup_inverse(users), dtype=str),
                "indptr": lists.indptr, "items": lists.ids.astype(np.int64) - 1, "popularity": popularity}
-    spec = serving.ServingSpec(query_tower=HistoryQueryTower(model.encoder), query_inputs="history",
-                               kind=config.model.kind)
+    spec = serving.ServingSpec(query_tower=tower, query_inputs="history", kind=config.model.kind)
     result = serving.export(spec, bundle_dir, candidate_key=config.data.columns.item,
                             candidate_identifiers=item_ids, candidate_embeddings=embeddings, history=history,
                             extra={"run_dir": str(loaded.run.root), "experiment": config.name,

@@ -1,4 +1,9 @@
-"""The query tower of a next-item bundle: a history of item ids -> one query vector.
+"""The query towers of history bundles: a history of item ids -> one query vector.
+
+:class:`MultiHotQuery` is the query of the fold-in kinds that score a history by its items (EASE,
+item-KNN): the history's multi-hot row. :class:`MultVAEFoldInQuery` encodes that row (Mult-VAE),
+and :class:`ScaledConcatQuery` blends members' queries (the ensemble). iALS's user solve is
+:class:`recstack.models.ials.IALSFoldInQuery`.
 
 :class:`HistoryQueryTower` wraps a sequence encoder (SASRec-, GRU4Rec-style) and returns its
 state at each row's last real item, the query of
@@ -13,11 +18,12 @@ Saved through the one tower codec (:mod:`recstack.models.tower_codec`) as
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .sequential import last_positions
 
-__all__ = ["HistoryQueryTower"]
+__all__ = ["HistoryQueryTower", "MultiHotQuery", "MultVAEFoldInQuery", "ScaledConcatQuery"]
 
 
 class HistoryQueryTower(nn.Module):
@@ -39,3 +45,80 @@ class HistoryQueryTower(nn.Module):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         states = self.encoder(items, None)
         return states[torch.arange(states.shape[0], device=states.device), last_positions(items)]
+
+
+class MultiHotQuery(nn.Module):
+    """[B, L] left-padded item ids -> [B, V] each row's multi-hot vector x_b (float32):
+
+        x_bj = 1 if item j occurs in row b (repeats count once), else 0;   ids 0 (pad) and >= V ignored
+
+    The query of the fold-in kinds that score a history by its items alone (EASE: x_b · B[:, j];
+    item-KNN: x_b · N[j]), so a bundle of such a model ranks a new user's history with the
+    candidates' embeddings as its only weights. Saved as ``{"type": "multi_hot_query",
+    "config": {"num_items": V}}`` (no state)."""
+
+    def __init__(self, num_items: int):
+        super().__init__()
+        if int(num_items) < 1:
+            raise ValueError(f"num_items must be >= 1; got {num_items}")
+        self.num_items = int(num_items)
+
+    def get_config(self) -> dict[str, int]:
+        return {"num_items": self.num_items}
+
+    @classmethod
+    def from_config(cls, config: dict[str, int]) -> "MultiHotQuery":
+        return cls(int(config["num_items"]))
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        items = items.long()
+        x = torch.zeros(items.shape[0], self.num_items, device=items.device)
+        known = (items > 0) & (items < self.num_items)
+        rows = torch.arange(items.shape[0], device=items.device)[:, None].expand_as(items)
+        x[rows[known], items[known]] = 1.0
+        return x
+
+
+class MultVAEFoldInQuery(nn.Module):
+    """[B, L] left-padded item ids -> [B, H + 1] Mult-VAE's query of each history's multi-hot row x:
+
+        q = [g(μ(x / ||x||₂)), 1],   μ: the encoder's mean head, g: the decoder's hidden layers
+
+    so q · [D_o[j], c_o[j]] is the decoder's logit for item j (:meth:`MultVAE.fold_in` in eval
+    mode: no dropout, z = μ). ``encoder`` maps [B, V] to [B, 2 · latent_dim] (μ first)."""
+
+    def __init__(self, num_items: int, latent_dim: int, encoder: nn.Module, decoder_hidden: nn.Module):
+        super().__init__()
+        self.rows = MultiHotQuery(num_items)
+        self.latent_dim = int(latent_dim)
+        self.encoder, self.decoder_hidden = encoder, decoder_hidden
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "MultVAEFoldInQuery":
+        """The fold-in query of a fitted :class:`~recstack.models.multvae.MultVAE` (its own modules)."""
+        return cls(model.num_items, model.latent_dim, model.encoder, model.decoder_hidden).eval()
+
+    @torch.no_grad()
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(F.normalize(self.rows(items), dim=1))
+        g = self.decoder_hidden(out[:, :self.latent_dim])
+        return torch.cat([g, g.new_ones(g.shape[0], 1)], dim=1)
+
+
+class ScaledConcatQuery(nn.Module):
+    """[B, L] left-padded item ids -> [B, Σ d_m] the members' queries, each times its factor:
+
+        q = [f_1 · q_1, ..., f_M · q_M]   (the ensemble: f_m = w_m / σ_m, float32)
+
+    whose dot product with the concatenated member item embeddings is the blend's score."""
+
+    def __init__(self, towers: list[nn.Module], factors: list[float]):
+        super().__init__()
+        if len(towers) != len(factors) or not towers:
+            raise ValueError(f"ScaledConcatQuery needs one factor per tower (at least one); got {len(towers)} "
+                             f"towers and {len(factors)} factors")
+        self.towers = nn.ModuleList(towers)
+        self.factors = [float(f) for f in factors]
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tower(items).float() * f for tower, f in zip(self.towers, self.factors)], dim=1)

@@ -54,7 +54,7 @@ from ..core.exclusions import Exclusions
 from ..core.id_lists import IdLists
 from .catalogue_scoring import CatalogueScored
 
-__all__ = ["IALS", "Chunk", "csr_pairs", "solve_rows"]
+__all__ = ["IALS", "Chunk", "IALSFoldInQuery", "csr_pairs", "fold_in_solve", "solve_rows"]
 
 #: Default bound on the floats of one chunk's gathered factors and of its Gram batch (32 MB in float32).
 CHUNK_ELEMENTS = 1 << 23
@@ -105,6 +105,21 @@ def plan_chunks(indptr: np.ndarray, indices: np.ndarray, pad: int, dim: int,
                        torch.from_numpy(lengths).to(device)))
         start += size
     return chunks
+
+
+def fold_in_solve(item_factors: torch.Tensor, rows: Any, ids: Any, num_rows: int, unobserved_weight: float,
+                  regularization: float, regularization_exp: float,
+                  chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """[num_rows, d] the user solve of each history with the item factors H [V, d] fixed; history
+    r holds the item ids ``ids[rows == r]`` (unknown ids and repeats dropped; an empty history
+    solves to zeros). One implementation for :meth:`IALS.fold_in` and :class:`IALSFoldInQuery`."""
+    num_items, dim = item_factors.shape
+    rows = np.asarray(torch.as_tensor(rows).reshape(-1).cpu().numpy(), dtype=np.int64)
+    indptr, cols = csr_pairs(rows + 1, ids, num_rows + 1, num_items)   # row r -> r + 1 > 0 (0: unknown)
+    chunks = plan_chunks(indptr, cols, num_items, dim, chunk_elements, item_factors.device)
+    with torch.no_grad(), torch.autocast(item_factors.device.type, enabled=False):
+        return solve_rows(item_factors.detach(), chunks, num_rows + 1, unobserved_weight, regularization,
+                          regularization_exp, num_items - 1)[1:]
 
 
 def solve_rows(fixed: torch.Tensor, chunks: Sequence[Chunk], num_rows: int, unobserved_weight: float,
@@ -287,10 +302,8 @@ class IALS(CatalogueScored):
         dropped) with the item factors fixed: what the user's factors would be after one more
         user half-sweep with that history as its training items. An empty history gives zeros."""
         rows, ids = histories.pairs()
-        indptr, cols = csr_pairs(rows + 1, ids, histories.num_rows + 1, self.num_items)   # row r -> r + 1 > 0
-        chunks = plan_chunks(indptr, cols, self.num_items, self.embedding_dim, self.chunk_elements,
-                             self.item_factors.device)
-        return self._solve(self.item_factors, chunks, histories.num_rows + 1, self.num_items - 1)[1:]
+        return fold_in_solve(self.item_factors, rows, ids, histories.num_rows, self.unobserved_weight,
+                             self.regularization, self.regularization_exp, self.chunk_elements)
 
     fold_in_histories = fold_in
 
@@ -304,3 +317,39 @@ class IALS(CatalogueScored):
     def item_embeddings(self, items: torch.Tensor) -> torch.Tensor:
         """[B] item ids -> [B, d] h_i."""
         return self.item_factors[items.long().to(self.item_factors.device)]
+
+
+class IALSFoldInQuery(nn.Module):
+    """[B, L] left-padded item ids (0 = pad) -> [B, d] each row's iALS user solve with the item
+    factors fixed (:func:`fold_in_solve`, what :meth:`IALS.fold_in` gives): the query tower of an
+    iALS history bundle, whose candidates are the item factors. State: ``item_factors`` [V, d]."""
+
+    def __init__(self, num_items: int, embedding_dim: int, regularization: float, unobserved_weight: float,
+                 regularization_exp: float, chunk_elements: int = CHUNK_ELEMENTS):
+        super().__init__()
+        self.regularization, self.unobserved_weight = float(regularization), float(unobserved_weight)
+        self.regularization_exp, self.chunk_elements = float(regularization_exp), int(chunk_elements)
+        self.register_buffer("item_factors", torch.zeros(int(num_items), int(embedding_dim)))
+
+    @classmethod
+    def of(cls, model: IALS) -> "IALSFoldInQuery":
+        """The fold-in query of a fitted :class:`IALS` (a copy of its item factors)."""
+        tower = cls(model.num_items, model.embedding_dim, model.regularization, model.unobserved_weight,
+                    model.regularization_exp, model.chunk_elements)
+        tower.item_factors = model.item_factors.detach().clone()
+        return tower
+
+    def get_config(self) -> dict[str, Any]:
+        num_items, dim = self.item_factors.shape
+        return {"num_items": int(num_items), "embedding_dim": int(dim), "regularization": self.regularization,
+                "unobserved_weight": self.unobserved_weight, "regularization_exp": self.regularization_exp,
+                "chunk_elements": self.chunk_elements}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "IALSFoldInQuery":
+        return cls(**config)
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(items.shape[0])[:, None].expand_as(items.cpu())
+        return fold_in_solve(self.item_factors, rows, items, items.shape[0], self.unobserved_weight,
+                             self.regularization, self.regularization_exp, self.chunk_elements)

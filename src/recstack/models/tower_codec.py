@@ -24,7 +24,9 @@ Built in:
 * ``recstack.features`` preprocessing layers ("preprocessing", their own ``get_config``),
   so a tower like ``nn.Sequential(StringLookup(...), Embedding(...))`` takes raw ids.
 * ``recstack.models``: feature_tower (the towers of ``recstack train``); sasrec_encoder,
-  gru4rec_encoder and history_query_tower (the query tower of next-item bundles).
+  gru4rec_encoder and history_query_tower (the query tower of next-item bundles), and
+  and the fold-in queries of history bundles: multi_hot_query (EASE, item-KNN), ials_fold_in,
+  multvae_fold_in (with recvae_encoder) and scaled_concat_query (the ensemble).
 
 Any other module class plugs in by implementing the protocol
 
@@ -58,7 +60,9 @@ from ..layers.dense import _ACTIVATIONS, MLP, Dense
 from ..layers.embedding import Embedding
 from ..layers.sequence import GRU4RecEncoder, SASRecEncoder
 from .feature_tower import FeatureTower
-from .history_tower import HistoryQueryTower
+from .history_tower import HistoryQueryTower, MultiHotQuery, MultVAEFoldInQuery, ScaledConcatQuery
+from .ials import IALSFoldInQuery
+from .multvae import RecVAEEncoder
 
 Config = dict[str, Any]
 _Encoder = Callable[[nn.Module], Config]
@@ -248,6 +252,20 @@ register_tower(GRU4RecEncoder, name="gru4rec_encoder")
 TOWERS.register("history_query_tower", TowerCodec(
     HistoryQueryTower, lambda m: {"encoder": tower_config(m.encoder)},
     lambda c: HistoryQueryTower(tower_from_config(c["encoder"]))))
+register_tower(MultiHotQuery, name="multi_hot_query")
+register_tower(IALSFoldInQuery, name="ials_fold_in")
+TOWERS.register("recvae_encoder", TowerCodec(
+    RecVAEEncoder, lambda m: {"in_features": m.layers[0].in_features, "hidden": m.layers[0].out_features,
+                              "depth": len(m.layers), "latent_dim": m.head.out_features // 2},
+    lambda c: RecVAEEncoder(int(c["in_features"]), int(c["hidden"]), int(c["depth"]), int(c["latent_dim"]))))
+TOWERS.register("multvae_fold_in", TowerCodec(
+    MultVAEFoldInQuery, lambda m: {"num_items": m.rows.num_items, "latent_dim": m.latent_dim,
+                                   "encoder": tower_config(m.encoder), "decoder_hidden": tower_config(m.decoder_hidden)},
+    lambda c: MultVAEFoldInQuery(int(c["num_items"]), int(c["latent_dim"]), tower_from_config(c["encoder"]),
+                                 tower_from_config(c["decoder_hidden"])).eval()))
+TOWERS.register("scaled_concat_query", TowerCodec(
+    ScaledConcatQuery, lambda m: {"towers": [tower_config(t) for t in m.towers], "factors": list(m.factors)},
+    lambda c: ScaledConcatQuery([tower_from_config(t) for t in c["towers"]], [float(f) for f in c["factors"]])))
 
 
 # -- encode / decode ---------------------------------------------------------------------------------
