@@ -167,3 +167,43 @@ def test_export_of_a_lightgcn_run_is_refused_with_the_kinds_that_export(workdir,
     assert main(["export", str(run), str(workdir / "bundle")]) == 1
     err = capsys.readouterr().err
     assert "model kind 'lightgcn' has no user tower to export" in err and "ease, itemknn, ials, multvae" in err
+
+
+@pytest.mark.parametrize("use_id", [False, True])
+def test_a_history_two_tower_exports_a_history_bundle_on_request(use_id, workdir, write_config, capsys):
+    run, bundle_dir = workdir / "run", workdir / "bundle"
+    history_options = {"pooling": "attention", "max_length": 3, "use_id": use_id}
+    path = write_config({"model": {"user_history": history_options}, "split": SPLIT,
+                         "evaluation": {"protocols": ["exclude-seen"]}, "training": {"epochs": 2}})
+    assert main(["train", str(path), "--run-dir", str(run), "--progress", "quiet"]) == 0
+    assert main(["export", str(run), str(bundle_dir), "--queries", "histories"]) == 0, capsys.readouterr().err
+    bundle = load_bundle(bundle_dir)
+    assert bundle.manifest["model_kind"] == "two_tower" and bundle.history is not None
+    for history in (["m3", "m7", "nope", "m11"], ["m2", "m4", "m6", "m8", "m10"]):   # the latest 3 are read
+        ref = _recommend(capsys, str(run), "--history", ",".join(history), "-k", "5")
+        got = recommend_history(bundle, [history], k=5)[0]
+        assert got.items == [i["item"] for i in ref["items"]], history
+        assert got.scores == pytest.approx([i["score"] for i in ref["items"]], rel=1e-5, abs=1e-6)
+    if not use_id:   # a history-only tower: a stored user's query is their stored history's, as --user
+        for user in ("u0", "u7"):
+            ref = _recommend(capsys, str(run), "--user", user, "-k", "5", "--exclude-seen")
+            got = recommend_history(bundle, [None], users=[user], k=5)[0]
+            assert got.items == [i["item"] for i in ref["items"]], user
+            assert got.scores == pytest.approx([i["score"] for i in ref["items"]], rel=1e-5, abs=1e-6)
+    assert main(["export", str(run), str(workdir / "users")]) == 0          # default: the user bundle
+    assert load_bundle(workdir / "users").history is None
+
+
+def test_export_queries_that_a_kind_cannot_answer_are_refused(workdir, write_config, capsys):
+    plain = workdir / "plain"
+    assert main(["train", str(write_config({"training": {"epochs": 1}})), "--run-dir", str(plain),
+                 "--progress", "quiet"]) == 0
+    ease = workdir / "ease"
+    assert main(["train", str(write_config({"model": MODELS["ease"]}, name="ease.yaml")), "--run-dir", str(ease),
+                 "--progress", "quiet"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(plain), str(workdir / "b1"), "--queries", "histories"]) == 1
+    assert "model.user_history" in capsys.readouterr().err
+    assert main(["export", str(ease), str(workdir / "b2"), "--queries", "users"]) == 1
+    assert "stored histories" in capsys.readouterr().err
+    assert not (workdir / "b1").exists() and not (workdir / "b2").exists()

@@ -270,7 +270,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     serving = _serving("export")
     loaded = load_run(args.run_dir)
-    path = export_bundle(serving, loaded, Path(args.bundle_dir))
+    path = export_bundle(serving, loaded, Path(args.bundle_dir), queries=getattr(args, "queries", None))
     print(f"exported {loaded.run.root} to {path}")
     return 0
 
@@ -346,25 +346,36 @@ def _serving(command: str) -> Any:
     return serving
 
 
-def export_bundle(serving: Any, loaded: Any, bundle_dir: Path) -> Path:
+def export_bundle(serving: Any, loaded: Any, bundle_dir: Path, queries: str | None = None) -> Path:
     """Adapter from a run folder to ``recstack.serving.export``.
 
-    The bundle's query field is the config's user column (e.g. ``{"user_id": "42"}``):
-    the exported query tower is ``Sequential(StringLookup, user tower)`` on raw ids. The
-    candidates are the catalogue's raw item ids with their embeddings, the seen lists are
-    the run's (items each user had before the test split), and a rating head travels along
-    when the model has one.
+    ``queries="users"`` (two_tower's default): the bundle's query field is the config's user
+    column (e.g. ``{"user_id": "42"}``): the exported query tower is ``Sequential(StringLookup,
+    user tower)`` on raw ids. The candidates are the catalogue's raw item ids with their
+    embeddings, the seen lists are the run's (items each user had before the test split), and a
+    rating head travels along when the model has one. ``queries="histories"`` (the default of
+    the next-item and fold-in kinds, and an option for a two_tower with ``model.user_history``):
+    a history bundle (:mod:`recstack.experiment.history_export`).
     """
     import numpy as np
     import torch
     from torch import nn
 
+    from ..experiment.history_export import FOLD_IN_KINDS, export_fold_in_bundle, export_history_bundle
+
     model, pre, config = loaded.model, loaded.pre, loaded.config
+    kind = config.model.kind
+    history_tower = kind == "two_tower" and getattr(getattr(model, "query_tower", None), "history", None) is not None
+    if queries == "histories" and kind == "two_tower" and not history_tower:
+        raise RecstackError("--queries histories needs a two_tower trained with model.user_history (its user "
+                            "tower reads the user's items); this one reads user ids only: export it without "
+                            "--queries.")
+    if queries == "users" and (kind in FOLD_IN_KINDS or hasattr(model, "popularity")):
+        raise RecstackError(f"a {kind} bundle answers users through their stored histories: export it without "
+                            "--queries (or with --queries histories).")
     if hasattr(model, "encoder") and hasattr(model, "popularity"):      # sasrec, gru4rec
-        from ..experiment.history_export import export_history_bundle
         return export_history_bundle(serving, loaded, bundle_dir)
-    from ..experiment.history_export import FOLD_IN_KINDS, export_fold_in_bundle
-    if config.model.kind in FOLD_IN_KINDS:
+    if kind in FOLD_IN_KINDS or (history_tower and queries == "histories"):
         return export_fold_in_bundle(serving, loaded, bundle_dir)
     if not hasattr(model, "query_tower"):
         raise RecstackError(f"model kind {config.model.kind!r} has no user tower to export; two-tower, next-item "

@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export", "export a trained run as a serving bundle (recstack.serving)", commands.cmd_export)
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("bundle_dir", metavar="BUNDLE_DIR")
+    p.add_argument("--queries", choices=("users", "histories"), default=None,
+                   help="what the bundle's queries are: users (a user tower on raw user ids) or histories "
+                        "(item ids; a stored user is their stored history). Default: histories for sasrec, "
+                        "gru4rec and the fold-in kinds (ease, itemknn, ials, multvae, ensemble), users for "
+                        "two_tower; a two_tower with model.user_history takes either")
 
     p = command("serve", "serve a bundle over HTTP (recstack.serving)", commands.cmd_serve)
     p.add_argument("bundle", metavar="BUNDLE")

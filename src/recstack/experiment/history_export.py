@@ -30,7 +30,9 @@ import numpy as np
 import torch
 
 from ..core.errors import RecstackError
-from ..models.history_tower import HistoryQueryTower, MultiHotQuery, MultVAEFoldInQuery, ScaledConcatQuery
+from ..core.id_lists import IdLists
+from ..models.history_tower import (HistoryQueryTower, MultiHotQuery, MultVAEFoldInQuery, ScaledConcatQuery,
+                                     UserHistoryQuery)
 from ..models.ials import IALSFoldInQuery
 from .next_item import require_histories
 
@@ -49,13 +51,21 @@ def _multvae(model: Any, pre: Any) -> torch.nn.Module:
     return MultVAEFoldInQuery.of(model)
 
 
+def _two_tower(model: Any, pre: Any) -> torch.nn.Module:
+    if getattr(model.query_tower, "history", None) is None:
+        raise RecstackError("a two_tower model folds in histories only when trained with model.user_history "
+                            "(its user tower then reads the user's items).")
+    return UserHistoryQuery(model.query_tower)
+
+
 def _ensemble(model: Any, pre: Any) -> torch.nn.Module:
     kinds = [kind.name for kind in model.member_kinds]
-    cannot = sorted({k for k in kinds if k not in FOLD_IN_TOWERS or k == "ensemble"})
+    cannot = sorted({k for k, m in zip(kinds, model.members)
+                     if k not in FOLD_IN_TOWERS or k == "ensemble" or not getattr(m, "reads_histories", True)})
     if cannot:
         raise RecstackError(f"this ensemble cannot be bundled: its member kind(s) {', '.join(cannot)} do not fold "
                             f"in histories; an ensemble of {', '.join(k for k in FOLD_IN_KINDS if k != 'ensemble')} "
-                            "members can.")
+                            "members (or two_tower with model.user_history) can.")
     towers = [FOLD_IN_TOWERS[k](member, pre) for k, member in zip(kinds, model.members)]
     return ScaledConcatQuery(towers, model.query_factors.tolist())
 
@@ -64,8 +74,10 @@ def _ensemble(model: Any, pre: Any) -> torch.nn.Module:
 #: item-KNN's multi-hot row, iALS's user solve with the item factors fixed, Mult-VAE's encoded
 #: row, and the ensemble's members' towers scaled by w_m / σ_m.
 FOLD_IN_TOWERS = {"ease": _multi_hot, "itemknn": _multi_hot, "ials": _ials, "multvae": _multvae,
-                  "ensemble": _ensemble}
-FOLD_IN_KINDS = tuple(FOLD_IN_TOWERS)
+                  "ensemble": _ensemble, "two_tower": _two_tower}
+#: The kinds whose bundle is a history bundle by default (a two_tower's is one on request only:
+#: ``recstack export --queries histories``; its default bundle queries users by id).
+FOLD_IN_KINDS = ("ease", "itemknn", "ials", "multvae", "ensemble")
 
 
 @torch.no_grad()
@@ -88,9 +100,34 @@ def export_fold_in_bundle(serving: Any, loaded: Any, bundle_dir: Path) -> Path:
     bundle whose query tower folds a history in (module docstring)."""
     pre, seen = loaded.pre, loaded.seen                         # seen rows: user ids (0 = unknown, empty)
     counts = np.bincount(seen.ids, minlength=pre.num_items)[1:].astype(np.float32)
-    longest = int(seen.counts.max()) if seen.num_rows else 1
     tower = FOLD_IN_TOWERS[loaded.config.model.kind](loaded.model, pre)
+    if isinstance(tower, UserHistoryQuery):   # the tower's own stored histories and window
+        table = tower.tower.history_table.cpu().numpy()         # [U, L] latest first, 0-padded
+        stored = _stored_histories(seen, table)
+        return _write(serving, loaded, bundle_dir, tower, stored, counts, int(tower.tower.history_length))
+    longest = int(seen.counts.max()) if seen.num_rows else 1
     return _write(serving, loaded, bundle_dir, tower, seen, counts, max(pre.num_items, longest))
+
+
+def _stored_histories(seen: IdLists, table: np.ndarray) -> IdLists:
+    """Each user's stored history for a two-tower history bundle: the seen items the [U, L]
+    latest-first history table does not hold (older, any order), then the table's row oldest
+    first (repeats kept: the tower pools every copy). The serving path queries the last L items,
+    which are the table's row, and excludes every stored item, as ``recommend --user
+    --exclude-seen`` excludes the seen ones."""
+    num_users, num_items = table.shape[0], int(max(seen.ids.max(initial=0), table.max(initial=0))) + 1
+    flipped = table[:, ::-1]
+    t_rows, t_cols = np.nonzero(flipped)                        # row-major: each row oldest first
+    t_items = flipped[t_rows, t_cols]
+    s_rows = np.repeat(np.arange(seen.num_keys), seen.counts)
+    in_table = np.isin(s_rows * num_items + seen.ids, t_rows * num_items + t_items)
+    rows = np.concatenate([s_rows[~in_table], t_rows])
+    items = np.concatenate([seen.ids[~in_table], t_items]).astype(np.int64)
+    part = np.concatenate([np.zeros((~in_table).sum(), dtype=np.int64), np.ones(t_rows.shape[0], dtype=np.int64)])
+    order = np.lexsort((part, rows))                            # stable: each part keeps its order
+    indptr = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=num_users), out=indptr[1:])
+    return IdLists(indptr, items[order])
 
 
 def _write(serving: Any, loaded: Any, bundle_dir: Path, tower: torch.nn.Module, stored: Any,

@@ -3,7 +3,8 @@
 :class:`MultiHotQuery` is the query of the fold-in kinds that score a history by its items (EASE,
 item-KNN): the history's multi-hot row. :class:`MultVAEFoldInQuery` encodes that row (Mult-VAE),
 and :class:`ScaledConcatQuery` blends members' queries (the ensemble). iALS's user solve is
-:class:`recstack.models.ials.IALSFoldInQuery`.
+:class:`recstack.models.ials.IALSFoldInQuery`. :class:`UserHistoryQuery` queries a two-tower
+model's history user tower as a new user with that history.
 
 :class:`HistoryQueryTower` wraps a sequence encoder (SASRec-, GRU4Rec-style) and returns its
 state at each row's last real item, the query of
@@ -23,7 +24,7 @@ from torch import nn
 
 from .sequential import last_positions
 
-__all__ = ["HistoryQueryTower", "MultiHotQuery", "MultVAEFoldInQuery", "ScaledConcatQuery"]
+__all__ = ["HistoryQueryTower", "MultiHotQuery", "MultVAEFoldInQuery", "ScaledConcatQuery", "UserHistoryQuery"]
 
 
 class HistoryQueryTower(nn.Module):
@@ -122,3 +123,21 @@ class ScaledConcatQuery(nn.Module):
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         return torch.cat([tower(items).float() * f for tower, f in zip(self.towers, self.factors)], dim=1)
+
+
+class UserHistoryQuery(nn.Module):
+    """[B, L] left-padded item ids (0 = pad, latest last) -> [B, d] the two-tower user tower's query
+    of each history's latest ``history_length`` items as a user unseen in training (id 0, the
+    cold-start id embedding): ``recommend RUN --history`` (``FeatureTower.history_query_embeddings``).
+    The pooling (mean, or attention from a learned query vector) reads real items only, in any
+    order, so the serving path's left padding gives the tower's own answer."""
+
+    def __init__(self, tower: nn.Module):
+        super().__init__()
+        self.tower = tower
+
+    @torch.no_grad()
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        items = items.long()[:, -int(self.tower.history_length):]   # left-padded: the latest are last
+        ids = torch.zeros(items.shape[0], dtype=torch.long, device=items.device)
+        return self.tower(ids, histories=items)

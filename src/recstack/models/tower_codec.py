@@ -26,7 +26,8 @@ Built in:
 * ``recstack.models``: feature_tower (the towers of ``recstack train``); sasrec_encoder,
   gru4rec_encoder and history_query_tower (the query tower of next-item bundles), and
   and the fold-in queries of history bundles: multi_hot_query (EASE, item-KNN), ials_fold_in,
-  multvae_fold_in (with recvae_encoder) and scaled_concat_query (the ensemble).
+  multvae_fold_in (with recvae_encoder), scaled_concat_query (the ensemble) and
+  user_history_query (a two-tower history user tower).
 
 Any other module class plugs in by implementing the protocol
 
@@ -60,7 +61,7 @@ from ..layers.dense import _ACTIVATIONS, MLP, Dense
 from ..layers.embedding import Embedding
 from ..layers.sequence import GRU4RecEncoder, SASRecEncoder
 from .feature_tower import FeatureTower
-from .history_tower import HistoryQueryTower, MultiHotQuery, MultVAEFoldInQuery, ScaledConcatQuery
+from .history_tower import HistoryQueryTower, MultiHotQuery, MultVAEFoldInQuery, ScaledConcatQuery, UserHistoryQuery
 from .ials import IALSFoldInQuery
 from .multvae import RecVAEEncoder
 
@@ -263,6 +264,8 @@ TOWERS.register("multvae_fold_in", TowerCodec(
                                    "encoder": tower_config(m.encoder), "decoder_hidden": tower_config(m.decoder_hidden)},
     lambda c: MultVAEFoldInQuery(int(c["num_items"]), int(c["latent_dim"]), tower_from_config(c["encoder"]),
                                  tower_from_config(c["decoder_hidden"])).eval()))
+TOWERS.register("user_history_query", TowerCodec(
+    UserHistoryQuery, lambda m: {"tower": tower_config(m.tower)}, lambda c: UserHistoryQuery(tower_from_config(c["tower"]))))
 TOWERS.register("scaled_concat_query", TowerCodec(
     ScaledConcatQuery, lambda m: {"towers": [tower_config(t) for t in m.towers], "factors": list(m.factors)},
     lambda c: ScaledConcatQuery([tower_from_config(t) for t in c["towers"]], [float(f) for f in c["factors"]])))
