@@ -3,7 +3,7 @@
 Writes benchmarks/results/general.json. Run from the repository root, alone on the machine:
 
     RECSTACK_DATA_DIR=/path/to/ml-100k .venv/bin/python benchmarks/general.py \
-        --recbole-python /tmp/rbvenv/bin/python              # ~15 min
+        --recbole-python /tmp/rbvenv/bin/python              # ~25 min (1,465 s on 2 cores)
     .venv/bin/python benchmarks/general.py --quick ...        # 1 seed, the fast models (smoke test)
     .venv/bin/python benchmarks/general.py --only lightgcn --recbole-only LightGCN ...
         # after a change to one model: rerun its rows (and its RecBole peer, side by side as in
