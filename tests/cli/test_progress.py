@@ -14,7 +14,7 @@ from recstack import Columns
 from recstack.layers import Embedding
 from recstack.metrics import FactorizedTopK
 from recstack.tasks import Retrieval
-from recstack.training.progress import BarProgress, JsonlProgress, make_progress, summary_line
+from recstack.training.progress import BarProgress, EpochsProgress, JsonlProgress, make_progress, summary_line
 
 
 class Tiny(recstack.Model):
@@ -96,6 +96,17 @@ def test_a_terminal_gets_the_live_bar():
     frames = err.getvalue()
     assert "\r" in frames and "Epoch 2/2" in frames and "4/4" in frames and "ex/s" in frames
     assert len(out.getvalue().splitlines()) == 2
+
+
+def test_epochs_progress_is_one_display_over_the_epochs_and_no_epoch_lines(capsys):
+    err = io.StringIO()
+    fit(EpochsProgress("member 1/2 vae", err, line_seconds=0.0))   # 2 epochs: a plain line after the first
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("member 1/2 vae: 1/2 epoch (50%)") and "loss=" in lines[0]
+    assert capsys.readouterr().out == ""                          # nothing per epoch on stdout
+    terminal = _Terminal()
+    fit(EpochsProgress("member 1/2 vae", terminal))
+    assert "\r" in terminal.getvalue() and "2/2" in terminal.getvalue() and "epoch" in terminal.getvalue()
 
 
 def test_resume_with_initial_epoch_reports_only_the_remaining_epochs():

@@ -39,6 +39,7 @@ from ..core.columns import Columns
 from ..core.errors import ConfigError, RecstackError
 from ..core.id_lists import IdLists
 from ..training.model import Model
+from ..training.progress import EpochsProgress
 from .config import ExperimentConfig, dump_config, parse_config
 from .config_files import read_raw_config, resolve_paths
 from .limits import MemoryEstimate
@@ -147,8 +148,9 @@ def _trainer(name: str, position: str, config: ExperimentConfig, ctx: ModelConte
     so the member trains as a run of its own config would (which builds and then trains).
     ``reporter``: the run's :class:`~.reporter.Reporter` (None: quiet). Each member's start and
     seconds are ``info`` lines (a member reused from the cache trains nothing and says nothing).
-    In bar mode a gradient-trained member also shows its epochs, since a blend of neural members
-    trains for minutes; the jsonl stream keeps the run's own epoch events only."""
+    In bar mode a gradient-trained member also shows one bar over its epochs on stderr (no
+    per-epoch lines), since a blend of neural members trains for minutes; the jsonl stream keeps
+    the run's own epoch events only."""
     kind = MODEL_KINDS.get(config.model.kind)
     settings = dump_config(config)
 
@@ -166,7 +168,8 @@ def _trainer(name: str, position: str, config: ExperimentConfig, ctx: ModelConte
         start = time.perf_counter()
         torch.set_rng_state(rng_state)   # the same fit whatever the members' order
         if kind.gradient_trained:
-            fit_without_run(config, member, rows, reporter if reporter.mode == "bar" else Reporter("quiet"))
+            bar = EpochsProgress(f"ensemble member {position} {name}", err=reporter.err) if reporter.mode == "bar" else None
+            fit_without_run(config, member, rows, Reporter("quiet"), progress=bar)
         else:
             member.fit(rows)
         seconds = time.perf_counter() - start

@@ -27,6 +27,7 @@ from ..core.errors import ConfigError, DataError, DivergedError
 from ..training.callbacks import Callback
 from ..training.history import History
 from ..training.model import Model
+from ..training.progress import Progress
 from .baseline_check import check_against_popularity
 from .building import build_model, fit_options, make_optimizer, model_context, resolve_device, training_source
 from .config import NEXT_ITEM_PROTOCOLS, ExperimentConfig, dump_config, wants_test_loss
@@ -410,11 +411,11 @@ def _next_item_validation(config: ExperimentConfig, best_path: Path | None, mode
 
 def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols: Columns,
          val_cols: Columns | None, reporter: Reporter, checkpoint: dict[str, Any] | None,
-         extra_callbacks: list[Callback] | None = None, show_progress: bool = False) -> History:
+         extra_callbacks: list[Callback] | None = None, progress: Progress | None = None) -> History:
     """``model.fit`` with checkpoints and history files (``run`` given), from ``checkpoint`` if any;
     ``extra_callbacks`` run before the recorder (their additions to the logs are recorded).
-    Progress goes to ``reporter`` when there is a run folder (not on a distributed run's other
-    ranks) or ``show_progress`` says so (an ensemble member in a watched run)."""
+    Progress: ``progress`` if given (an ensemble member's), else the reporter's display when there
+    is a run folder (none on a distributed run's other ranks)."""
     t = config.training
     optimizer = make_optimizer(config, model)
     history = History()
@@ -445,7 +446,7 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
     try:
         if initial_epoch < t.epochs:
             model.fit(training_source(model, train_cols), optimizer=optimizer, validation_data=val_cols,
-                      verbose=reporter.progress() if run is not None or show_progress else False, callbacks=callbacks,
+                      verbose=progress or (reporter.progress() if run is not None else False), callbacks=callbacks,
                       initial_epoch=initial_epoch, **fit_options(config))
     except DivergedError as exc:
         raise _diverged_run(exc, config, run) from None
@@ -457,11 +458,12 @@ def _fit(config: ExperimentConfig, run: RunDir | None, model: Model, train_cols:
     return history
 
 
-def fit_without_run(config: ExperimentConfig, model: Model, train_cols: Columns, reporter: Reporter) -> History:
+def fit_without_run(config: ExperimentConfig, model: Model, train_cols: Columns, reporter: Reporter,
+                    progress: Progress | None = None) -> History:
     """``config``'s training loop (its optimizer, epochs and fit options) on ``train_cols``, with no
     run folder, checkpoints or validation: how an ensemble trains its gradient-trained members
-    (their epochs' progress on ``reporter``)."""
-    return _fit(config, None, model, train_cols, None, reporter, None, show_progress=True)
+    (``progress``: their display, none by default)."""
+    return _fit(config, None, model, train_cols, None, reporter, None, progress=progress)
 
 
 def _diverged_run(exc: DivergedError, config: ExperimentConfig, run: RunDir | None) -> DivergedError:

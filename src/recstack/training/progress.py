@@ -181,6 +181,31 @@ class BarProgress(Progress):
         print(summary_line(epoch, epochs, logs), file=self.stream or sys.stdout, flush=True)
 
 
+class EpochsProgress(Progress):
+    """One display over all the epochs on ``err`` (stderr), no per-epoch lines: a tqdm bar of
+    epochs with the last epoch's loss on a terminal, else a plain line every ``line_seconds``.
+    For training that is a part of something larger (an ensemble's members), whose own output
+    says when each part starts and ends."""
+
+    def __init__(self, description: str, err: IO[str] | None = None, line_seconds: float = LINE_SECONDS):
+        self.description, self.err, self.line_seconds = description, err, line_seconds
+        self._bar: ProgressBar | None = None
+
+    def train_begin(self, epochs: int, initial_epoch: int, num_rows: int, batch_size: int) -> None:
+        self._bar = ProgressBar(max(epochs - initial_epoch, 0), self.description, enabled=True, unit="epoch",
+                                stream=self.err, line_seconds=self.line_seconds)
+
+    def epoch_end(self, epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        if self._bar is not None:
+            shown = {k: v for k, v in logs.items() if k in ("loss", "total_loss")}
+            self._bar.update(1, lambda: shown)
+
+    def train_end(self, logs: dict[str, float]) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 class JsonlProgress(Progress):
     """One JSON object per line (stdout by default): train_begin, epoch_end, train_end."""
 
