@@ -19,9 +19,9 @@ Saved through the one tower codec (:mod:`recstack.models.tower_codec`) as
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .multvae import decoded_query
 from .sequential import last_positions
 
 __all__ = ["HistoryQueryTower", "MultiHotQuery", "MultVAEFoldInQuery", "ScaledConcatQuery", "UserHistoryQuery"]
@@ -101,9 +101,7 @@ class MultVAEFoldInQuery(nn.Module):
 
     @torch.no_grad()
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        out = self.encoder(F.normalize(self.rows(items), dim=1))
-        g = self.decoder_hidden(out[:, :self.latent_dim])
-        return torch.cat([g, g.new_ones(g.shape[0], 1)], dim=1)
+        return decoded_query(self.encoder, self.decoder_hidden, self.latent_dim, self.rows(items))
 
 
 class ScaledConcatQuery(nn.Module):

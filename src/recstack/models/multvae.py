@@ -64,7 +64,7 @@ from ..core.id_lists import IdLists
 from ..layers.dense import Dense
 from .catalogue_scoring import CatalogueScored
 
-__all__ = ["MultVAE", "RecVAEEncoder", "log_normal", "multi_hot"]
+__all__ = ["MultVAE", "RecVAEEncoder", "decoded_query", "log_normal", "multi_hot"]
 
 EncoderKind = Literal["mlp", "recvae"]
 PriorKind = Literal["standard", "composite"]
@@ -88,6 +88,16 @@ def multi_hot(rows: torch.Tensor, items: torch.Tensor, num_rows: int, num_items:
     x = torch.zeros(num_rows, num_items, dtype=torch.bool)
     x[rows[keep], items[keep]] = True
     return x
+
+
+def decoded_query(encoder: nn.Module, decoder_hidden: nn.Module, latent_dim: int, x: torch.Tensor) -> torch.Tensor:
+    """[B, V] multi-hot rows -> [B, H + 1] the fold-in query ``[g(μ(x / ||x||₂)), 1]`` (μ: the first
+    ``latent_dim`` outputs of ``encoder``; g: ``decoder_hidden``; no dropout), whose dot product
+    with ``[D_o[j], c_o[j]]`` is the decoder's logit for item j. One implementation for
+    :meth:`MultVAE.fold_in` and the bundle's ``MultVAEFoldInQuery``."""
+    mu = encoder(F.normalize(x.float(), dim=1))[:, :latent_dim]   # an all-zero row stays zero
+    g = decoder_hidden(mu)
+    return torch.cat([g, g.new_ones(g.shape[0], 1)], dim=1)
 
 
 class RecVAEEncoder(nn.Module):
@@ -303,11 +313,9 @@ class MultVAE(CatalogueScored):
         self.eval()
         try:
             with torch.no_grad():
-                mu, _ = self.encode(x.to(self.seen.device))
-                g = self.decoder_hidden(mu)
+                return decoded_query(self.encoder, self.decoder_hidden, self.latent_dim, x.to(self.seen.device))
         finally:
             self.train(was_training)
-        return torch.cat([g, g.new_ones(g.shape[0], 1)], dim=1)
 
     def fold_in_histories(self, histories: IdLists) -> torch.Tensor:
         """:meth:`fold_in` of IdLists rows (item ids; unknown id 0 dropped)."""
